@@ -1,0 +1,191 @@
+"""The `biofm` command line: one verb per lifecycle stage.
+
+Bad input is reported as one line (`error: FILE, line N: what is wrong`) with a non-zero exit and no
+traceback; `--debug` anywhere on the command line shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from biofm.errors import BiofmError
+
+app = typer.Typer(
+    help="Pretrain, diagnose, evaluate and use transformer foundation models on biological data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+tokenizer_app = typer.Typer(help="Build and apply tokenizers.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+console = Console()
+err_console = Console(stderr=True)
+
+SET_HELP = "override a config key, e.g. --set train.steps=200 (repeatable)"
+
+
+@app.command()
+def pretrain(
+    config: Path = typer.Argument(..., help="YAML config (or a run's config.yaml to rerun it)"),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    resume: bool = typer.Option(False, "--resume", help="continue from the run's last checkpoint"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="delete an existing run folder first"),
+) -> None:
+    """Pretrain a model.  Example: biofm pretrain examples/configs/dna_tiny.yaml --set train.steps=200"""
+    from biofm.pretrain import load_config, run
+
+    cfg = load_config(config, set_)
+    run_dir = run(cfg, resume=resume, overwrite=overwrite)
+    _print_outcome(run_dir)
+
+
+def _print_outcome(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    health = summary.get("health", {})
+    console.print(f"final eval loss {summary['final_eval_loss']:.4f} nats/token; unigram baseline "
+                  f"{summary['baseline_unigram']:.4f}; uniform {summary['baseline_uniform']:.4f}")
+    console.print(f"health: [bold]{health.get('verdict', '?')}[/bold]; {summary['tokens_per_s']:,.0f} tokens/s")
+    console.print(f"run folder: {run_dir}   report: {run_dir / 'report.html'}")
+
+
+@app.command()
+def doctor(
+    run: Path = typer.Argument(..., help="run folder"),
+    as_json: bool = typer.Option(False, "--json", help="print the diagnosis as JSON"),
+) -> None:
+    """Say whether a run is learning; exits 1 for anything but 'learning'.  Example: biofm doctor runs/demo"""
+    from biofm.health.doctor import diagnose, load_run
+
+    summary, rows = load_run(run)
+    diag = diagnose(summary, rows)
+    if as_json:
+        console.print_json(json.dumps(diag.to_dict()))
+    else:
+        console.print(f"verdict: [bold]{diag.verdict}[/bold]")
+        for fact in diag.facts:
+            console.print(f"  - {fact}")
+        if diag.advice:
+            console.print("what to try:")
+            for a in diag.advice:
+                console.print(f"  * {a}")
+    raise typer.Exit(0 if diag.ok else 1)
+
+
+@app.command()
+def info(model: str = typer.Argument(..., help="a preset name (tiny, 50m, ...) or a model folder")) -> None:
+    """Print a model's layers with shapes and parameter counts.  Example: biofm info 50m"""
+    from biofm.models.info import print_info
+
+    print_info(model, console)
+
+
+@app.command()
+def embed(
+    model: Path = typer.Option(..., "--model", help="model folder (RUN/model) or run folder"),
+    input: Path = typer.Option(..., "--input", help="FASTA(.gz), or CSV/TSV with a 'sequence' column"),
+    out: Path = typer.Option(..., "--out", help="output .npy ([n, layers+1, hidden]) or .parquet"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+) -> None:
+    """Per-layer mean-pooled embeddings.  Example: biofm embed --model runs/demo --input seqs.fa --out e.npy"""
+    from biofm.use.embed import embed as run_embed
+
+    emb = run_embed(model, input, out, batch_size=batch_size)
+    console.print(f"wrote {out}: {emb.shape[0]} sequences × {emb.shape[1]} layers × {emb.shape[2]} dims")
+
+
+@app.command("fill-mask")
+def fill_mask(
+    model: Path = typer.Option(..., "--model", help="model folder (RUN/model) or run folder"),
+    sequence: str = typer.Option(..., "--sequence", help="sequence with <mask> tokens"),
+    top_k: int = typer.Option(5, "--top-k"),
+) -> None:
+    """Top-k tokens at each <mask>.  Example: biofm fill-mask --model runs/demo --sequence 'ACGT<mask>TTGA'"""
+    from biofm.use.fill_mask import fill_mask as run_fill
+
+    for i, preds in enumerate(run_fill(model, sequence, top_k)):
+        console.print(f"<mask> #{i + 1}: " + "  ".join(f"{t} {p:.3f}" for t, p in preds))
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="run folder")) -> None:
+    """Rebuild a run's loss plot, verdict and report.html.  Example: biofm report runs/demo"""
+    from biofm.pretrain import finish_run
+
+    if not run.is_dir():
+        raise BiofmError(f"{run}: no such run folder")
+    finish_run(run)
+    console.print(f"report: {run / 'report.html'}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="run folder to write"),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """The main job on shipped data: pretrain a tiny DNA model on E. coli, diagnose it, write the report."""
+    from biofm.demo import run_demo
+
+    run_dir = run_demo(out, set_)
+    _print_outcome(run_dir)
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    out: Path = typer.Option(..., "--out", help="folder to write the Hugging Face tokenizer to"),
+    k: int = typer.Option(6, "--k", help="k-mer length"),
+) -> None:
+    """Build a DNA k-mer tokenizer (fixed vocabulary; nothing to learn).  Example: biofm tokenizer train --k 6 --out tok"""
+    from biofm.dna.tokenizer import KmerTokenizer
+
+    tok = KmerTokenizer(k)
+    tok.save(out)
+    console.print(f"wrote {out} ({tok.vocab_size} tokens)")
+
+
+@tokenizer_app.command("encode")
+def tokenizer_encode(
+    tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer folder"),
+    sequence: str = typer.Argument(...),
+) -> None:
+    """Show the tokens of a sequence.  Example: biofm tokenizer encode --tokenizer runs/demo/tokenizer ACGTN"""
+    from biofm.dna.tokenizer import KmerTokenizer
+
+    tok = KmerTokenizer.load(tokenizer)
+    from biofm.dna.fasta import normalise_sequence
+
+    ids = tok.encode(normalise_sequence(sequence))
+    inv = {v: k for k, v in tok.vocab.items()}
+    console.print(" ".join(inv[int(i)] for i in ids))
+    console.print(" ".join(str(int(i)) for i in ids))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("BIOFM_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="biofm")
+    except BiofmError as exc:
+        if debug:
+            raise
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)
+    except OSError as exc:
+        if debug:
+            raise
+        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        err_console.print(f"error: {name}{exc.strerror or exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

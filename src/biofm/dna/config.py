@@ -1,0 +1,33 @@
+"""Settings for reading DNA into pretraining blocks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from biofm.config import Schema
+
+
+class DnaDataConfig(Schema):
+    fasta: list[str] = Field(default_factory=list, description="FASTA / FASTA.gz files")
+    bed: str | None = Field(None, description="BED intervals, read against the first FASTA")
+    window_bp: int | None = Field(None, description="window length; default (block_tokens - 1) * k")
+    stride_bp: int | None = Field(None, description="step between windows; default = window_bp")
+    max_n_fraction: float = Field(0.1, ge=0, le=1)
+    reverse_complement: bool = False
+    split: Literal["region", "record"] = "region"
+    val_fraction: float = Field(0.05, ge=0, lt=1)
+    region_bp: PositiveInt = 100_000
+    cache_dir: str | None = Field(None, description="default $BIOFM_CACHE or .cache/biofm")
+
+    @model_validator(mode="after")
+    def _needs_input(self) -> DnaDataConfig:
+        if not self.fasta:
+            raise ValueError("data.fasta must list at least one FASTA file")
+        return self
+
+
+class KmerTokenizerConfig(Schema):
+    k: int = Field(6, ge=1, le=8)
+    path: str | None = Field(None, description="use this saved tokenizer folder instead of building one")

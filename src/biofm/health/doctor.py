@@ -1,0 +1,104 @@
+"""The training-health verdict: did the model learn anything about context?
+
+A masked-token loss means nothing on its own. The verdict compares the honest eval loss (every
+selected token replaced by <mask>) with the unigram baseline on the same targets, using the paired
+per-token difference and its standard error, and looks at the curve for divergence and plateaus.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biofm.errors import BiofmError
+
+LEARNING = "learning"
+NOT_BELOW = "not below the unigram baseline"
+DIVERGING = "diverging"
+PLATEAUED = "plateaued"
+
+
+@dataclass
+class Diagnosis:
+    verdict: str
+    facts: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == LEARNING
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "facts": self.facts, "advice": self.advice}
+
+
+def load_run(run: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    run = Path(run)
+    if not run.is_dir():
+        raise BiofmError(f"{run}: no such run folder")
+    summary_path, metrics_path = run / "summary.json", run / "metrics.jsonl"
+    if not metrics_path.exists():
+        raise BiofmError(f"{run}: no metrics.jsonl; is this a biofm run folder?")
+    rows = []
+    for n, line in enumerate(metrics_path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise BiofmError(f"{metrics_path}, line {n}: not valid JSON") from None
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return summary, rows
+
+
+def diagnose(summary: dict[str, Any], rows: list[dict[str, Any]]) -> Diagnosis:
+    losses = [r["loss"] for r in rows if "loss" in r]
+    evals = [r for r in rows if "eval_loss" in r]
+    uniform = summary.get("baseline_uniform") or (evals[-1]["baseline_uniform"] if evals else float("nan"))
+    unigram = summary.get("baseline_unigram") or (evals[-1]["baseline_unigram"] if evals else float("nan"))
+    facts: list[str] = []
+    if summary.get("status") == "diverged" or any(not math.isfinite(x) for x in losses):
+        return Diagnosis(DIVERGING, [summary.get("error", "the training loss became NaN or Inf")], [
+            "lower the peak learning rate (train.lr) by 3-10x",
+            "lengthen the warmup (train.warmup_steps)",
+            "keep gradient clipping on (train.grad_clip=1.0) and try train.precision=fp32",
+        ])
+    if not evals:
+        return Diagnosis(NOT_BELOW, ["the run has no evaluation yet"], ["let it run to its first evaluation"])
+    final = evals[-1]["eval_loss"]
+    best = min(r["eval_loss"] for r in evals)
+    se = summary.get("eval_gain_se", evals[-1].get("eval_gain_se", 0.0)) or 0.0
+    gain = unigram - final
+    facts.append(f"honest eval loss {final:.4f} nats (every selected token masked) at step {evals[-1]['step']}")
+    facts.append(f"unigram baseline {unigram:.4f}, uniform baseline log(V) {uniform:.4f}")
+    facts.append(f"gain over unigram {gain:+.4f} nats per token (standard error {se:.4f})")
+    tail = losses[len(losses) // 2:] if losses else []
+    if final > best + max(0.05, 0.25 * abs(unigram - best)) or (tail and min(tail) > uniform + 0.5):
+        return Diagnosis(DIVERGING, [*facts, f"the eval loss rose from its best {best:.4f} to {final:.4f}"], [
+            "lower the peak learning rate (train.lr)", "lengthen the warmup (train.warmup_steps)",
+            "check gradient clipping (train.grad_clip) and the grad_norm column of metrics.jsonl",
+        ])
+    if not gain > max(3 * se, 1e-3 * abs(unigram)):
+        advice = [
+            "a loss at or above the unigram baseline means the model predicts token frequencies, not context",
+            "check the masking: targets must be the original tokens at the selected positions",
+            "use a warmup (train.warmup_steps) and a lower peak learning rate if the loss spiked early",
+            "train longer (train.steps) or on more tokens; for DNA, smaller k (tokenizer.k) gives more context "
+            "per base and learns sooner",
+        ]
+        if final > uniform:
+            advice.insert(0, "the loss is even above log(V): this points to a bug in the objective or targets")
+        return Diagnosis(NOT_BELOW, facts, advice)
+    if len(evals) >= 4:
+        cut = len(evals) - max(1, len(evals) // 3)
+        before = min(r["eval_loss"] for r in evals[:cut])
+        after = min(r["eval_loss"] for r in evals[cut:])
+        if before - after < 5e-4 * abs(final):
+            return Diagnosis(PLATEAUED, [*facts, f"no improvement over the last {len(evals) - cut} evaluations"], [
+                "raise the learning rate or use a schedule that decays less (train.schedule)",
+                "a larger model (model.preset) or more data",
+                "stop here if the gain is what you need",
+            ])
+    return Diagnosis(LEARNING, facts, [])

@@ -1,0 +1,41 @@
+"""`biofm info`: the layers of a model with their shapes and parameter counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import PreTrainedModel
+
+from biofm.models.presets import PRESETS, build_config, build_model
+
+
+def model_for_info(name_or_path: str) -> tuple[PreTrainedModel, str]:
+    if name_or_path in PRESETS and not Path(name_or_path).exists():
+        cfg = build_config(name_or_path, vocab_size=4106, pad_id=1, mask_id=2, cls_id=3, eos_id=4)
+        with torch.device("meta"):  # shapes only, no memory
+            return build_model(cfg), f"preset {name_or_path} (6-mer DNA vocabulary)"
+    from biofm.models.load import load_masked_lm
+
+    model, _ = load_masked_lm(name_or_path)
+    return model, str(name_or_path)
+
+
+def print_info(name_or_path: str, console: Console | None = None) -> int:
+    console = console or Console()
+    model, title = model_for_info(name_or_path)
+    table = Table(title=f"{title}: {type(model).__name__}")
+    for col, justify in [("parameter", "left"), ("shape", "left"), ("count", "right")]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    total = 0
+    for name, p in model.named_parameters():
+        total += p.numel()
+        table.add_row(name, "×".join(map(str, p.shape)), f"{p.numel():,}")
+    console.print(table)
+    cfg = model.config
+    console.print(f"layers {cfg.num_hidden_layers}, hidden {cfg.hidden_size}, heads {cfg.num_attention_heads}, "
+                  f"ffn {cfg.intermediate_size}, vocab {cfg.vocab_size}")
+    console.print(f"total parameters: {total:,} ({total / 1e6:.1f}M)")
+    return total

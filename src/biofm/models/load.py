@@ -1,0 +1,34 @@
+"""Loading saved models safely: safetensors only, never remote code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from biofm.errors import BiofmError
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """Accept RUN/model, or a run folder (uses RUN/model)."""
+    path = Path(path)
+    if not path.exists():
+        raise BiofmError(f"{path}: model folder not found")
+    if (path / "model" / "config.json").exists():
+        path = path / "model"
+    if not (path / "config.json").exists():
+        raise BiofmError(f"{path}: not a model folder (no config.json)")
+    if not (path / "model.safetensors").exists() and not list(path.glob("model-*.safetensors")):
+        raise BiofmError(f"{path}: no model.safetensors; biofm loads weights from safetensors only")
+    return path
+
+
+def load_masked_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    path = resolve_model_dir(path)
+    model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+    tok_dir = path if (path / "tokenizer.json").exists() else path.parent / "tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        raise BiofmError(f"{path}: no tokenizer files beside the model")
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,48 @@
+"""Uniform access to the encoder and the masked-LM head of the supported architectures.
+
+The trainer computes logits only at masked positions (a [n_masked, V] matmul instead of
+[B, L, V]); for that it needs the encoder and the head separately, which each transformers class
+names differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+def split_mlm(model: PreTrainedModel) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """(encoder, head): encoder(input_ids, attention_mask).last_hidden_state -> head -> logits."""
+    kind = model.config.model_type
+    if kind == "modernbert":
+        return model.model, lambda h: model.decoder(model.head(h))
+    if kind == "esm":
+        return model.esm, model.lm_head
+    if kind in ("bert", "roberta"):
+        base = model.bert if kind == "bert" else model.roberta
+        return base, model.cls if kind == "bert" else model.lm_head
+    raise ValueError(f"masked-LM head of model type {kind!r} is not supported")
+
+
+def masked_logits(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor
+) -> torch.Tensor:
+    """Logits [n_selected, V] at the positions where `selected` [B, L] is True."""
+    encoder, head = split_mlm(model)
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
+    return head(hidden[selected])  # [n_selected, V]
+
+
+@torch.no_grad()
+def layer_embeddings(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean-pooled hidden states of every layer, [B, n_layers + 1, H] (index 0 = embeddings)."""
+    encoder, _ = split_mlm(model)
+    out = encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    states = torch.stack(out.hidden_states, dim=1)  # [B, n_layers + 1, L, H]
+    mask = attention_mask[:, None, :, None].to(states.dtype)
+    return (states * mask).sum(2) / mask.sum(2).clamp_min(1.0)

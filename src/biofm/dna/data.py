@@ -97,7 +97,7 @@ def build_blocks(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int) 
         "inputs": [file_fingerprint(p) for p in inputs],
         "bed": bool(cfg.bed),
         "settings": settings,
-        "tokenizer": tok.fingerprint(),
+        "tokenizer": {"kind": "kmer", "k": tok.k, "vocab": tok.vocab_size},
         "block": block,
         "seed": seed,
     })

@@ -300,3 +300,13 @@ def _bed_records(
         name = iv.name if iv.name is not None else coords
         description = coords if iv.name is None else f"{iv.name} {coords}"
         yield Record(name=name, description=description, seq=seq, path=str(bed_path), line=iv.line)
+
+
+def normalise_sequence(seq: str, source: str = "sequence") -> str:
+    """Normalise a sequence typed by a user or read from a table, as FASTA records are."""
+    raw = seq.encode("ascii", errors="replace")
+    out = raw.translate(_TABLE, _WHITESPACE)
+    if out.find(_SENTINEL) != -1:
+        pos = raw.translate(_LOCATE_TABLE).find(_SENTINEL)
+        raise BiofmError(f"{source}: invalid character {seq[pos]!r} at position {pos + 1}; {_ALLOWED}")
+    return out.decode("ascii")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from biofm.dna.fasta import normalise_sequence
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path
 from biofm.models.load import load_masked_lm
@@ -27,12 +28,9 @@ def read_sequences(path: str | Path) -> tuple[list[str], list[str]]:
                 raise BiofmError(f"{path}, line 1: no 'sequence' column (columns: {reader.fieldnames})")
             ids, seqs = [], []
             for n, row in enumerate(reader, 2):
-                seq = (row["sequence"] or "").strip().upper().replace("U", "T")
+                seq = normalise_sequence(row["sequence"] or "", f"{path}, line {n}")
                 if not seq:
                     raise BiofmError(f"{path}, line {n}: empty sequence")
-                bad = set(seq) - set("ACGTN")
-                if bad:
-                    raise BiofmError(f"{path}, line {n}: invalid character {sorted(bad)[0]!r} in sequence")
                 ids.append(row.get("id") or str(n - 1))
                 seqs.append(seq)
         if not seqs:

@@ -1,0 +1,40 @@
+import math
+
+from biofm.health.doctor import DIVERGING, LEARNING, NOT_BELOW, PLATEAUED, diagnose
+
+BASE = {"baseline_uniform": math.log(4), "baseline_unigram": 1.38}
+
+
+def _rows(evals, losses=None):
+    rows = []
+    for i, e in enumerate(evals):
+        rows.append({"step": (i + 1) * 10, "loss": (losses or evals)[i], "eval_loss": e,
+                     "baseline_unigram": 1.38, "baseline_uniform": math.log(4)})
+    return rows
+
+
+def test_learning():
+    d = diagnose({**BASE, "eval_gain_se": 0.001}, _rows([1.38, 1.37, 1.36, 1.35, 1.34, 1.33]))
+    assert d.verdict == LEARNING and d.ok
+
+
+def test_not_below_unigram_gives_advice():
+    d = diagnose({**BASE, "eval_gain_se": 0.001}, _rows([1.40, 1.39, 1.385, 1.381]))
+    assert d.verdict == NOT_BELOW and not d.ok
+    assert any("masking" in a for a in d.advice)
+
+
+def test_small_gain_within_noise_is_not_learning():
+    d = diagnose({**BASE, "eval_gain_se": 0.01}, _rows([1.39, 1.375]))
+    assert d.verdict == NOT_BELOW
+
+
+def test_diverging_on_nan_and_on_rising_loss():
+    assert diagnose({**BASE, "status": "diverged"}, _rows([1.3])).verdict == DIVERGING
+    d = diagnose({**BASE, "eval_gain_se": 0.001}, _rows([1.30, 1.20, 1.35, 1.37]))
+    assert d.verdict == DIVERGING and any("learning rate" in a for a in d.advice)
+
+
+def test_plateaued():
+    d = diagnose({**BASE, "eval_gain_se": 0.001}, _rows([1.30, 1.20, 1.20, 1.20, 1.20, 1.20]))
+    assert d.verdict == PLATEAUED

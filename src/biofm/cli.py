@@ -140,7 +140,7 @@ def tokenizer_train(
     out: Path = typer.Option(..., "--out", help="folder to write the Hugging Face tokenizer to"),
     k: int = typer.Option(6, "--k", help="k-mer length"),
 ) -> None:
-    """Build a DNA k-mer tokenizer (fixed vocabulary; nothing to learn).  Example: biofm tokenizer train --k 6 --out tok"""
+    """Build a DNA k-mer tokenizer (a fixed vocabulary).  Example: biofm tokenizer train --k 6 --out tok"""
     from biofm.dna.tokenizer import KmerTokenizer
 
     tok = KmerTokenizer(k)

@@ -18,7 +18,8 @@ def test_parameter_count_within_3_percent_of_published(name):
 
 def test_nt_v2_shapes():
     cfg = build_config("100m", vocab_size=4106, pad_id=1, mask_id=2, cls_id=3, eos_id=4)
-    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (22, 512, 16, 2048)
+    shape = (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size)
+    assert shape == (22, 512, 16, 2048)
     assert cfg.max_position_embeddings == 2048
     assert not cfg.attention_bias and not cfg.mlp_bias and cfg.hidden_activation == "silu"
     assert set(cfg.layer_types) == {"full_attention"}

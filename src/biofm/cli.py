@@ -41,7 +41,10 @@ def pretrain(
     from biofm.pretrain import load_config, run
 
     cfg = load_config(config, set_)
-    run_dir = run(cfg, resume=resume, overwrite=overwrite)
+    rerun = config.resolve() == (cfg.resolved_run_dir() / "config.yaml").resolve()
+    if rerun and not resume:
+        console.print(f"rerunning {cfg.resolved_run_dir()} from its own config.yaml (starting over)")
+    run_dir = run(cfg, resume=resume, overwrite=overwrite or rerun)
     _print_outcome(run_dir)
 
 

@@ -348,7 +348,8 @@ class Trainer:
             bar.close()
             if writer is not None:
                 writer.close()
-        assert last_eval is not None
+        if last_eval is None:  # resumed a run that had already reached its last step
+            last_eval = self.evaluate()
         wall = time.perf_counter() - run_start
         model = self.acc.unwrap_model(self.objective).model
         return {

@@ -80,21 +80,31 @@ PREPARE = {"dna": prepare_dna}
 
 
 def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    import torch
+    from accelerate import PartialState
+
+    # joins the process group under torchrun / accelerate launch (gloo on CPU); a no-op otherwise
+    dist = PartialState(cpu=not torch.cuda.is_available())
     run_dir = cfg.resolved_run_dir()
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        if not overwrite:
-            raise BiofmError(f"{run_dir}: run folder exists; pass --resume to continue it or --overwrite to start over")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if exists and not resume and not overwrite:
+        raise BiofmError(f"{run_dir}: run folder exists; pass --resume to continue it or --overwrite to start over")
     preset = get_preset(cfg.model.preset)
     block = cfg.model.block_tokens or preset.max_len
     if block > preset.max_len and "max_position_embeddings" not in cfg.model.overrides:
         raise BiofmError(f"model.block_tokens={block} exceeds the {preset.name} preset's context of {preset.max_len}")
-    cfgmod.save(cfg, run_dir / "config.yaml")
-    prepared = PREPARE[cfg.modality](cfg, block)
+    dist.wait_for_everyone()  # every rank has checked the folder before rank 0 touches it
+    if dist.is_main_process:
+        if exists and not resume:
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfgmod.save(cfg, run_dir / "config.yaml")
+    with dist.main_process_first():  # rank 0 tokenises; the others then find the cache
+        prepared = PREPARE[cfg.modality](cfg, block)
     tok = prepared.tokenizer
-    with atomic_path(run_dir / "tokenizer", is_dir=True) as tmp:
-        tok.save(tmp)
+    if dist.is_main_process:
+        with atomic_path(run_dir / "tokenizer", is_dir=True) as tmp:
+            tok.save(tmp)
     model_cfg = build_config(preset, vocab_size=tok.vocab_size, pad_id=tok.pad_id, mask_id=tok.mask_id,
                              cls_id=tok.cls_id, eos_id=tok.eos_id, max_len=max(block, preset.max_len),
                              overrides=cfg.model.overrides)

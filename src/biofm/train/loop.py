@@ -111,7 +111,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
-        self.acc = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+        self.acc = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
         self.is_main = self.acc.is_main_process
         self.layout = Layout.derive(cfg, self.acc.num_processes, data.train_ids.shape[1])
         if len(data.train_ids) < self.layout.global_seqs:
@@ -129,7 +129,7 @@ class Trainer:
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused,
         )
-        objective = MaskedLMObjective(model)
+        objective = MaskedLMObjective(model, torch.as_tensor(data.mask.random_ids, dtype=torch.long))
         if cfg.compile:
             objective = torch.compile(objective)
         self.objective, self.optimizer = self.acc.prepare(objective, self.optimizer)
@@ -317,7 +317,7 @@ class Trainer:
                 step = self.state.step
                 row: dict[str, Any] | None = None
                 if step % cfg.log_every == 0 or step == cfg.steps:
-                    loss = window_loss.item() / max(window_count, 1.0)
+                    loss = self._sum_all(window_loss).item() / max(window_count, 1.0)
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
                             f"loss became {loss} at step {step}; training stopped. The last good checkpoint "

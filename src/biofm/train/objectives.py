@@ -17,9 +17,16 @@ class MaskedLMObjective(nn.Module):
     the loss of a global batch is sum(NLL) / (masked tokens in the whole global batch).
     """
 
-    def __init__(self, model: PreTrainedModel):
+    def __init__(self, model: PreTrainedModel, target_ids: torch.Tensor | None = None):
         super().__init__()
         self.model = model
+        # Targets are never specials or vocabulary padding rows: give those no probability, so the
+        # loss starts at log(real vocabulary) and is comparable with the uniform baseline.
+        allowed = torch.ones(model.config.vocab_size, dtype=torch.bool)
+        if target_ids is not None:
+            allowed[:] = False
+            allowed[target_ids] = True
+        self.register_buffer("allowed", allowed, persistent=False)
 
     def forward(
         self,
@@ -32,5 +39,6 @@ class MaskedLMObjective(nn.Module):
         encoder, head = split_mlm(self.model)
         hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
         logits = head(hidden[selected]).float()  # [n_selected, V]: logits only where needed
+        logits = logits.masked_fill(~self.allowed, float("-inf"))
         nll = F.cross_entropy(logits, targets, reduction="none")  # [n_selected]
         return nll if per_token else nll.sum()

@@ -27,7 +27,9 @@ def fill_mask(model_path: str | Path, sequence: str, top_k: int = 5) -> list[lis
     input_ids = torch.tensor([ids])
     with torch.inference_mode():
         logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits[0]
-    probs = logits[:, : len(tok)].softmax(-1)
+    logits = logits[:, : len(tok)].clone()
+    logits[:, tok.all_special_ids] = float("-inf")  # a masked position is never a special token
+    probs = logits.softmax(-1)
     out = []
     for pos in (input_ids[0] == tok.mask_token_id).nonzero().flatten().tolist():
         p, idx = probs[pos].topk(top_k)

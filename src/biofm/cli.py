@@ -169,6 +169,10 @@ def tokenizer_encode(
 
 
 def main(argv: list[str] | None = None) -> None:
+    # No network at run time, ever; and no library progress bars beside biofm's own.
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("BIOFM_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]

@@ -43,6 +43,9 @@ def atomic_path(dest: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if is_dir:
+            for f in tmp.rglob("*"):  # libraries write some files owner-only (e.g. safetensors via mkstemp)
+                if f.is_file():
+                    os.chmod(f, 0o666 & ~umask)
             if dest.exists():
                 old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
                 os.replace(dest, old)

@@ -138,6 +138,7 @@ class Trainer:
         self._perm_cache: dict[int, np.ndarray] = {}
         self.progress = progress and self.is_main
         self.unigram_logp = torch.as_tensor(data.unigram_logp, dtype=torch.float32, device=self.device)
+        self.flops_per_token, self.peak_flops = _flops_per_token(model, self.layout.block), _peak_flops(self.device)
         self.units = (
             torch.as_tensor(data.token_units, dtype=torch.float32, device=self.device)
             if data.token_units is not None else None
@@ -304,6 +305,7 @@ class Trainer:
         bar = _Progress(cfg.steps, self.state.step, enabled=self.progress)
         window_loss = torch.zeros((), device=self.device, dtype=torch.float64)
         window_count, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        window_steps = 0
         run_start, run_tokens = time.perf_counter(), 0
         last_eval: EvalResult | None = None
         self.objective.train()
@@ -313,6 +315,7 @@ class Trainer:
                 window_loss += out["loss_sum"].double()
                 window_count += out["count"]
                 window_tokens += out["tokens"]
+                window_steps += 1
                 run_tokens += out["tokens"]
                 step = self.state.step
                 row: dict[str, Any] | None = None
@@ -327,8 +330,13 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     row = {"step": step, "tokens_seen": self.state.tokens_seen, "loss": loss, "lr": out["lr"],
                            "grad_norm": float(out["grad_norm"]), "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
+                    if self.peak_flops:  # model FLOPs utilisation, counting every position computed
+                        positions = window_steps * self.layout.global_seqs * self.layout.block
+                        row["mfu"] = self.flops_per_token * positions / max(elapsed, 1e-9) / (
+                            self.peak_flops * self.layout.world)
                     window_loss.zero_()
                     window_count, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                    window_steps = 0
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     last_eval = self.evaluate()
                     row = row or {"step": step, "tokens_seen": self.state.tokens_seen, "lr": out["lr"]}
@@ -380,6 +388,25 @@ class Trainer:
                 "baseline_uniform": math.log(self.data.n_real_tokens),
                 f"eval_bits_per_{u}": ev.per_unit_bits(ev.loss),
                 f"unigram_bits_per_{u}": ev.per_unit_bits(ev.unigram), "eval_gain_se": ev.gain_se}
+
+
+def _flops_per_token(model: PreTrainedModel, seq_len: int) -> float:
+    """Training FLOPs per token position: 6N (non-embedding weights) + 12·layers·hidden·seq_len (attention)."""
+    cfg = model.config
+    n = sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
+    return 6.0 * n + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
+                   "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    """Dense bf16 peak of the GPU (for MFU), or None on CPU / unknown devices."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
 def _append_jsonl(path: Path, row: dict[str, Any]) -> None:

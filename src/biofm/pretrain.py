@@ -6,8 +6,6 @@ trainer, health verdict, plots, report — is shared.
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,24 +138,15 @@ def finish_run(run_dir: Path, sections: list[tuple[str, str]] | None = None) -> 
     diag = diagnose(summary, rows).to_dict()
     if summary:
         summary["health"] = diag
-        write_json(run_dir / "summary.json", _finite(summary))
+        write_json(run_dir / "summary.json", summary)
     config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
     write_report(run_dir, summary, diag, config_text, sections)
     return diag
 
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def load_config(path: str | Path | None, overrides: list[str]) -> PretrainConfig:
     return cfgmod.load(PretrainConfig, path, overrides)
 
 
-__all__ = ["PretrainConfig", "finish_run", "json", "load_config", "run"]
+__all__ = ["PretrainConfig", "finish_run", "load_config", "run"]

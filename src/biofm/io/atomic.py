@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -75,5 +76,16 @@ def write_bytes(dest: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def json_safe(obj: Any) -> Any:
+    """NaN and infinities become null: JSON has no spelling for them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(dest: str | Path, obj: Any) -> None:
-    write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(dest, json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n")

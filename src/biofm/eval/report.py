@@ -1,0 +1,113 @@
+"""Evaluation outputs: results.json, results.csv, the per-layer probing plot and report.html."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from biofm.io.atomic import atomic_path, write_json, write_text
+from biofm.report.html import CSS
+
+
+def _csv(results: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    rows = []
+    for t in results["tasks"]:
+        for m in t["methods"]:
+            row = {"task": t["task"], "method": m["name"], "kind": m["kind"], "seconds": round(m["seconds"], 3)}
+            for metric, s in m["summary"].items():
+                row[f"{metric}_mean"], row[f"{metric}_std"] = s["mean"], s["std"]
+            rows.append(row)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def plot_probing(results: dict[str, Any], dest: Path) -> bool:
+    tasks = [t for t in results["tasks"] if any("per_layer" in m for m in t["methods"])]
+    if not tasks:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), dpi=110, squeeze=False)
+    for ax, t in zip(axes[0], tasks, strict=True):
+        metric = t["headline_metric"]
+        for m in t["methods"]:
+            if "per_layer" in m:
+                layers = sorted(m["per_layer"], key=int)
+                mean = [m["per_layer"][k]["mean"] for k in layers]
+                std = [m["per_layer"][k]["std"] for k in layers]
+                x = [int(k) for k in layers]
+                ax.errorbar(x, mean, yerr=std, marker="o", ms=3, capsize=2, label=m["name"])
+        base = [m for m in t["methods"] if m["kind"] == "baseline"]
+        if base:
+            b = max(base, key=lambda m: m["summary"][metric]["mean"])
+            ax.axhline(b["summary"][metric]["mean"], color="black", ls="--", label=f"best baseline ({b['name']})")
+        ax.set_title(t["task"])
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylabel(f"{metric} (mean ± s.d. over folds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
+
+
+def _fmt(s: dict[str, float]) -> str:
+    if s["mean"] != s["mean"]:
+        return "–"
+    return f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+
+def verdict_table_html(results: dict[str, Any]) -> str:
+    """Per task: every method's headline metric (mean ± s.d.) and the verdict in words."""
+    parts = [f"<p><b>Overall: the model {html.escape(results['overall'])} tasks</b> "
+             "(NT's rule: beats = its mean ± 2 s.d. lies above the best baseline's; matches = they overlap).</p>"]
+    for t in results["tasks"]:
+        metric = t["headline_metric"]
+        v = t.get("verdict")
+        parts.append(f"<h3>{html.escape(t['task'])} ({t['type']}, n={t['n']}, {t['folds']} folds)</h3>")
+        if v:
+            parts.append(f"<p>{html.escape(v['sentence'])}</p>")
+        extra = [k for k in ("accuracy", "macro_f1", "auroc", "r2") if k in t["methods"][0]["summary"]]
+        head = "".join(f"<th>{h}</th>" for h in ["method", "kind", metric, *extra, "seconds"])
+        rows = []
+        for m in sorted(t["methods"], key=lambda m: -_nan0(m["summary"][metric]["mean"])):
+            cells = [m["name"], m["kind"], _fmt(m["summary"][metric])] + [_fmt(m["summary"][k]) for k in extra]
+            cells.append(f"{m['seconds']:.1f}")
+            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        parts.append(f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+    return "".join(parts)
+
+
+def _nan0(x: float) -> float:
+    return -math.inf if x != x else x
+
+
+def write_outputs(out: Path, results: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    results["methods"] = [{"task": t["task"], **m} for t in results["tasks"] for m in t["methods"]]
+    write_json(out / "results.json", results)
+    write_text(out / "results.csv", _csv(results))
+    has_plot = plot_probing(results, out / "probing.png")
+    img = ""
+    if has_plot:
+        data = base64.b64encode((out / "probing.png").read_bytes()).decode()
+        img = f'<h2>Per-layer probing</h2><img alt="per-layer probing" src="data:image/png;base64,{data}">'
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>biofm evaluation</title><style>{CSS}</style>"
+            f"</head><body><h1>biofm evaluation</h1><p>model: {html.escape(str(results.get('model')))}</p>"
+            f"{verdict_table_html(results)}{img}</body></html>\n")
+    write_text(out / "report.html", page)
+    return out

@@ -1,0 +1,82 @@
+import math
+
+import numpy as np
+import pytest
+
+from biofm.errors import BiofmError
+from biofm.eval.folds import make_folds, validation_split
+from biofm.eval.metrics import classification_metrics, regression_metrics, summarise
+from biofm.eval.types import Task
+from biofm.eval.verdict import compare, count_sentence, task_verdict
+
+
+def test_classification_metrics_hand_checked():
+    y = np.array([0, 0, 1, 1])
+    pred = np.array([0, 1, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
+    m = classification_metrics(y, pred, proba, 2)
+    assert m["accuracy"] == 0.75
+    # MCC = (TP*TN - FP*FN) / sqrt(...) = (2*1 - 1*0) / sqrt(3*2*1*2)
+    assert m["mcc"] == pytest.approx(2 / math.sqrt(12))
+    assert m["auroc"] == 1.0 and m["auprc"] == pytest.approx(1.0)
+
+
+def test_multiclass_and_regression_metrics():
+    y = np.array([0, 1, 2, 0, 1, 2])
+    proba = np.eye(3)[y] * 0.7 + 0.1
+    m = classification_metrics(y, y, proba, 3)
+    assert m["mcc"] == pytest.approx(1.0) and m["macro_f1"] == pytest.approx(1.0) and m["auroc"] == 1.0
+    r = regression_metrics(np.array([1.0, 2, 3, 4]), np.array([1.1, 1.9, 3.2, 3.9]))
+    assert r["pearson"] > 0.99 and r["spearman"] == pytest.approx(1.0) and r["r2"] > 0.97
+
+
+def test_summary_uses_sample_std():
+    s = summarise([{"mcc": 0.5}, {"mcc": 0.7}])
+    assert s["mcc"]["mean"] == pytest.approx(0.6) and s["mcc"]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def test_nt_rule():
+    assert compare(0.8, 0.01, 0.7, 0.01) == "beats"
+    assert compare(0.72, 0.01, 0.7, 0.01) == "matches"  # intervals overlap
+    assert compare(0.6, 0.01, 0.7, 0.01) == "loses"
+    methods = [
+        {"name": "probe-a", "kind": "probe", "summary": {"mcc": {"mean": 0.8, "std": 0.01}}},
+        {"name": "finetune-b", "kind": "finetune", "summary": {"mcc": {"mean": 0.7, "std": 0.01}}},
+        {"name": "baseline-c", "kind": "baseline", "summary": {"mcc": {"mean": 0.75, "std": 0.05}}},
+        {"name": "baseline-d", "kind": "baseline", "summary": {"mcc": {"mean": 0.5, "std": 0.01}}},
+    ]
+    v = task_verdict("t", methods, "mcc")
+    assert (v.model_method, v.baseline_method, v.outcome) == ("probe-a", "baseline-c", "matches")
+    assert "matches" in v.sentence()
+    assert count_sentence(["beats", "matches", "matches"]) == "beats 1, matches 2, loses 0 of 3"
+
+
+def _task(labels, folds=None, kind="classification"):
+    return Task("t", kind, ["A"] * len(labels), np.asarray(labels), ["a", "b"], folds=folds, source="t.yaml")
+
+
+def test_folds_stratified_disjoint_and_seeded():
+    labels = np.array([0] * 30 + [1] * 10)
+    folds = make_folds(_task(labels), 5, seed=1)
+    assert len(folds) == 5
+    test = np.concatenate([te for _, te in folds])
+    assert sorted(test) == list(range(40))
+    for tr, te in folds:
+        assert not set(tr) & set(te) and labels[te].sum() == 2
+    again = make_folds(_task(labels), 5, seed=1)
+    assert all((a[1] == b[1]).all() for a, b in zip(folds, again, strict=True))
+
+
+def test_fold_column_and_errors():
+    labels = np.array([0, 1] * 6)
+    folds = make_folds(_task(labels, folds=np.array([0, 1, 2] * 4)), 10)
+    assert len(folds) == 3
+    with pytest.raises(BiofmError, match="rarest class"):
+        make_folds(_task(np.array([0] * 20 + [1] * 3)), 10)
+
+
+def test_validation_split_stays_inside_training_rows():
+    labels = np.array([0, 1] * 50)
+    tr = np.arange(0, 80)
+    fit, val = validation_split(tr, _task(labels), 0.1, 0)
+    assert set(fit) | set(val) == set(tr) and not set(fit) & set(val)

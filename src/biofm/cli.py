@@ -116,6 +116,56 @@ def fill_mask(
 
 
 @app.command()
+def evaluate(
+    config: Path | None = typer.Argument(None, help="optional YAML evaluation config"),
+    model: str | None = typer.Option(None, "--model", help="model folder (RUN/model) or run folder"),
+    task: list[str] = typer.Option([], "--task", help="task YAML, or a shipped task: splice, promoter (repeatable)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (results.json, results.csv, report.html)"),
+    folds: int | None = typer.Option(None, "--folds", help="cross-validation folds (default 10)"),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Probes, fine-tuning and baselines on the same folds, with NT's verdict.
+
+    Example: biofm evaluate --model runs/demo --task splice --task promoter --out runs/demo/eval
+    """
+    from biofm import config as cfgmod
+    from biofm.eval.evaluate import EvaluateConfig, run_evaluation
+
+    data = cfgmod.read_yaml(config) if config else {}
+    if model:
+        data["model"] = model
+    if task:
+        data["tasks"] = list(task)
+    if out:
+        data["out"] = str(out)
+    if folds:
+        data["folds"] = folds
+    data = cfgmod.apply_overrides(data, set_)
+    cfg = cfgmod.build(EvaluateConfig, data, str(config) if config else "evaluate options")
+    if not cfg.tasks:
+        raise BiofmError("no task given: pass --task TASK.yaml (or --task splice / --task promoter)")
+    dest = run_evaluation(cfg)
+    console.print(f"results: {dest / 'results.json'}   report: {dest / 'report.html'}")
+
+
+@app.command("score-variants")
+def score_variants(
+    model: Path = typer.Option(..., "--model", help="model folder (RUN/model) or run folder"),
+    reference: Path = typer.Option(..., "--reference", help="reference FASTA(.gz)"),
+    variants: Path = typer.Option(..., "--variants", help="TSV with chrom, pos (1-based), ref, alt"),
+    out: Path = typer.Option(Path("variant_scores.tsv"), "--out", help="output TSV"),
+) -> None:
+    """Zero-shot variant effect: masked-LM log-likelihood ratio and embedding distance.
+
+    Example: biofm score-variants --model runs/demo --reference ref.fa --variants snvs.tsv --out scores.tsv
+    """
+    from biofm.use.variants import score_variants as run_scores
+
+    rows = run_scores(model, reference, variants, out)
+    console.print(f"scored {len(rows)} variants: {out}")
+
+
+@app.command()
 def report(run: Path = typer.Argument(..., help="run folder")) -> None:
     """Rebuild a run's loss plot, verdict and report.html.  Example: biofm report runs/demo"""
     from biofm.pretrain import finish_run
@@ -130,11 +180,14 @@ def report(run: Path = typer.Argument(..., help="run folder")) -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="run folder to write"),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    eval_set: list[str] = typer.Option([], "--eval-set", help="override an evaluation setting, e.g. folds=5"),
+    no_eval: bool = typer.Option(False, "--no-eval", help="pretrain and diagnose only"),
 ) -> None:
-    """The main job on shipped data: pretrain a tiny DNA model on E. coli, diagnose it, write the report."""
+    """The main job on shipped data: pretrain a tiny DNA model on E. coli, diagnose it, evaluate it against
+    baselines on two shipped tasks, write the report."""
     from biofm.demo import run_demo
 
-    run_dir = run_demo(out, set_)
+    run_dir = run_demo(out, set_, eval_set, evaluate=not no_eval)
     _print_outcome(run_dir)
 
 

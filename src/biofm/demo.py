@@ -7,10 +7,12 @@ minutes. The demo therefore uses k=1 (the tokenizer default stays k=6, as Nucleo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from biofm import config as cfgmod
-from biofm.pretrain import PretrainConfig, run
+from biofm.eval.evaluate import EvaluateConfig
+from biofm.pretrain import PretrainConfig, finish_run, run
 
 DATA = Path(__file__).parent / "demo_data"
 GENOME = DATA / "ecoli_K12_MG1655_NC_000913.3.fna.gz"
@@ -34,6 +36,51 @@ def demo_config(out: Path, overrides: list[str] | None = None) -> PretrainConfig
     return cfgmod.build(PretrainConfig, data, "demo config")
 
 
-def run_demo(out: Path, overrides: list[str] | None = None) -> Path:
-    cfg = demo_config(Path(out), overrides)
-    return run(cfg, overwrite=True)
+def demo_eval_config(run_dir: Path, overrides: list[str] | None = None) -> EvaluateConfig:
+    """Every method on both shipped tasks, sized for the demo's time budget (fewer folds and epochs;
+    the defaults of `biofm evaluate` stay NT's 10 folds)."""
+    data = {
+        "model": str(run_dir / "model"),
+        "tasks": ["splice", "promoter"],
+        "out": str(run_dir / "eval"),
+        "folds": 3,
+        "probes": {"mlp_hidden": [64]},
+        "finetune": {"epochs": 3, "patience": 1, "max_train_examples": 1500},
+        "baselines": {"xgboost": {"n_estimators": 100}, "cnn": {"epochs": 6, "patience": 2, "channels": 32}},
+    }
+    data = cfgmod.apply_overrides(data, overrides or [])
+    return cfgmod.build(EvaluateConfig, data, "demo evaluation config")
+
+
+def run_demo(out: Path, overrides: list[str] | None = None, eval_overrides: list[str] | None = None,
+             evaluate: bool = True) -> Path:
+    from biofm.eval.evaluate import run_evaluation
+    from biofm.eval.report import verdict_table_html
+
+    out = Path(out)
+    run_dir = run(demo_config(out, overrides), overwrite=True)
+    if evaluate:
+        eval_dir = run_evaluation(demo_eval_config(run_dir, eval_overrides))
+        results = json.loads((eval_dir / "results.json").read_text())
+        finish_run(run_dir, sections=[("Evaluation against baselines (NT protocol)", verdict_table_html(results))])
+        print_verdicts(results)
+    return run_dir
+
+
+def print_verdicts(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for t in results["tasks"]:
+        metric = t["headline_metric"]
+        table = Table(title=f"{t['task']}: {metric} over {t['folds']} folds")
+        for col in ("method", "kind", f"{metric} mean ± s.d."):
+            table.add_column(col)
+        for m in sorted(t["methods"], key=lambda m: -(m["summary"][metric]["mean"] or -1)):
+            s = m["summary"][metric]
+            table.add_row(m["name"], m["kind"], f"{s['mean']:.3f} ± {s['std']:.3f}")
+        console.print(table)
+        if t.get("verdict"):
+            console.print(t["verdict"]["sentence"])
+    console.print(f"overall: the model {results['overall']} tasks")

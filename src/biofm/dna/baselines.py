@@ -1,0 +1,498 @@
+"""Baselines a DNA foundation model has to beat before its scores mean anything.
+
+Published comparisons often pit a large pretrained model against weak or mistuned baselines. These
+are the honest ones: k-mer spectra with a linear model and with gradient-boosted trees (strong on
+short motif tasks), a small dilated CNN trained from scratch on one-hot DNA (BPNet-style; strong
+whenever position matters), and NT's "raw token ids" logistic regression (deliberately naive, kept
+because NT reported it). Each one is a `Method`: it fits on a fold's training indices only --
+scalers, vocabularies and early-stopping splits included -- and predicts that fold's test indices,
+so nothing about the test examples leaks into training.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field, PositiveInt, field_validator
+
+from biofm.config import Schema
+from biofm.dna.tokenizer import KmerTokenizer
+from biofm.eval.types import Fold, FoldPrediction, Method, Task
+
+__all__ = [
+    "BASELINES",
+    "BaselineConfig",
+    "CnnConfig",
+    "XgbConfig",
+    "baseline_method",
+    "cnn",
+    "kmer_features",
+    "kmer_logreg",
+    "kmer_xgboost",
+    "one_hot",
+    "raw_token_logreg",
+]
+
+KMER_KS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+# Base codes for k-mer counting and one-hot: A C G T -> 0..3, everything else (N) -> 4.
+_CODE = np.full(256, 4, dtype=np.uint8)
+for _i, _b in enumerate(b"ACGT"):
+    _CODE[_b] = _i
+
+
+# ------------------------------------------------------------------------------------------ configs
+
+
+class XgbConfig(Schema):
+    n_estimators: PositiveInt = 200
+    max_depth: PositiveInt = 4
+    learning_rate: float = Field(0.1, gt=0)
+    n_jobs: PositiveInt = 2
+
+
+class CnnConfig(Schema):
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 64
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    channels: PositiveInt = 64
+    n_dilated: int = Field(4, ge=0, le=12)
+    kernel_size: PositiveInt = 21
+    dropout: float = Field(0.1, ge=0, lt=1)
+    patience: PositiveInt = 4
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+
+
+class BaselineConfig(Schema):
+    """Knobs of the baselines, settable from an evaluation config's `baselines:` section."""
+
+    run: list[str] = Field(
+        default_factory=lambda: ["kmer_logreg", "kmer_xgboost", "cnn", "raw_token_logreg"],
+        description="which baselines to run, by name",
+    )
+    kmer_ks: list[int] = Field(default_factory=lambda: list(KMER_KS), description="k-mer sizes for k-mer features")
+    logreg_c: float = Field(1.0, gt=0, description="inverse L2 strength (Ridge alpha = 1/C for regression)")
+    logreg_max_iter: PositiveInt = 2000
+    raw_token_k: int = Field(6, ge=1, le=8)
+    xgboost: XgbConfig = Field(default_factory=XgbConfig)
+    cnn: CnnConfig = Field(default_factory=CnnConfig)
+
+    @field_validator("run")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [name for name in v if name not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline {unknown[0]!r}; known: {', '.join(BASELINES)}")
+        return v
+
+    @field_validator("kmer_ks")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if not v or any(not 1 <= k <= 8 for k in v):
+            raise ValueError("k-mer sizes must be between 1 and 8")
+        return v
+
+
+# ------------------------------------------------------------------------------------------ features
+
+
+def _codes(seqs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """All sequences' base codes concatenated, and each sequence's start offset (plus the total)."""
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    starts = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    raw = np.frombuffer("".join(seqs).encode("ascii", errors="replace"), dtype=np.uint8)
+    return _CODE[raw], starts
+
+
+def kmer_features(seqs: Sequence[str], ks: Sequence[int] = KMER_KS) -> sp.csr_matrix:
+    """K-mer frequency spectrum of each sequence: one block of 4**k columns per k, each block summing to 1.
+
+    Counting is one vectorised pass per k over all sequences joined end to end: a window is kept
+    only if it lies inside one sequence and contains no N. Counts are divided by the number of kept
+    windows of that k, so sequences of different lengths (or with N runs) are comparable. Columns
+    are ordered by k, then lexicographically (A=0 C=1 G=2 T=3), as in `KmerTokenizer`.
+    """
+    n = len(seqs)
+    codes, starts = _codes(seqs)
+    total = len(codes)
+    seq_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(starts))
+    is_n = codes == 4
+    n_cum = np.zeros(total + 1, dtype=np.int32)
+    np.cumsum(is_n, out=n_cum[1:])
+    base = np.where(is_n, 0, codes).astype(np.int64)
+
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    offset = 0
+    value = np.zeros(total, dtype=np.int64)  # value[i] = k-mer starting at i, built up one k at a time
+    done = 0
+    for k in sorted(ks):
+        while done < k:  # extend every window by one base on the right
+            value[: total - done] = (value[: total - done] << 2) | base[done:]
+            done += 1
+        n_windows = max(total - k + 1, 0)
+        pos = np.arange(n_windows, dtype=np.int64)
+        ok = (pos + k <= starts[seq_of[:n_windows] + 1]) & (n_cum[k : k + n_windows] == n_cum[:n_windows])
+        keep = np.flatnonzero(ok)
+        row = seq_of[keep]
+        per_seq = np.bincount(row, minlength=n).astype(np.float32)
+        rows.append(row)
+        cols.append(value[keep] + offset)
+        vals.append(1.0 / per_seq[row])
+        offset += 4**k
+    mat = sp.coo_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, offset), dtype=np.float32
+    )
+    return mat.tocsr()  # duplicates (repeated k-mers) are summed here
+
+
+def one_hot(seqs: Sequence[str], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot [n, 4, L] float32 (N and padding are all zeros) and the [n, L] mask of real bases."""
+    length = max((len(s) for s in seqs), default=0) if length is None else length
+    codes, starts = _codes(seqs)
+    n = len(seqs)
+    lengths = np.minimum(np.diff(starts), length)
+    mask = np.arange(length)[None, :] < lengths[:, None]
+    idx = np.zeros((n, length), dtype=np.int64)
+    idx[mask] = np.concatenate([codes[s : s + m] for s, m in zip(starts[:-1].tolist(), lengths.tolist(), strict=True)])
+    idx[~mask] = 4
+    eye = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((1, 4), dtype=np.float32)])
+    return np.ascontiguousarray(eye[idx].transpose(0, 2, 1)), mask
+
+
+def _token_matrix(seqs: Sequence[str], k: int) -> np.ndarray:
+    tok = KmerTokenizer(k)
+    ids = tok.encode_batch(list(seqs))
+    width = max((len(a) for a in ids), default=0)
+    out = np.full((len(ids), width), tok.pad_id, dtype=np.float32)
+    for i, a in enumerate(ids):
+        out[i, : len(a)] = a
+    return out
+
+
+# ------------------------------------------------------------------------------------------ fitting
+
+
+def _check(task: Task, folds: list[Fold]) -> None:
+    if task.type not in ("classification", "regression"):
+        raise ValueError(f"unknown task type {task.type!r}")
+    n = len(task.inputs)
+    for i, (train, test) in enumerate(folds):
+        if len(train) == 0 or len(test) == 0:
+            raise ValueError(f"fold {i} has an empty train or test set")
+        if max(int(np.max(train)), int(np.max(test))) >= n or min(int(np.min(train)), int(np.min(test))) < 0:
+            raise ValueError(f"fold {i} has indices outside 0..{n - 1}")
+
+
+def _fit_predict_sklearn(
+    task: Task,
+    folds: list[Fold],
+    features: Any,
+    make: Callable[[Literal["classification", "regression"], int], Any],
+) -> list[FoldPrediction]:
+    """Fit `make(type, fold)` on each fold's train rows and predict its test rows.
+
+    Classes missing from a training fold are handled here once for every model: the model sees
+    labels re-coded to 0..m-1 and its probabilities are scattered back into all of the task's
+    classes (absent classes get probability 0), so every fold's `proba` has the same columns.
+    """
+    out: list[FoldPrediction] = []
+    y = task.labels
+    for i, (train, test) in enumerate(folds):
+        x_tr, x_te = features[train], features[test]
+        if task.type == "regression":
+            model = make("regression", i)
+            model.fit(x_tr, y[train].astype(np.float64))
+            out.append(FoldPrediction(i, np.asarray(test), np.asarray(model.predict(x_te), dtype=np.float64)))
+            continue
+        present, y_tr = np.unique(y[train], return_inverse=True)
+        proba = np.zeros((len(test), max(task.n_classes, int(y.max()) + 1)), dtype=np.float64)
+        if len(present) == 1:
+            proba[:, present[0]] = 1.0
+        else:
+            model = make("classification", i)
+            model.fit(x_tr, y_tr)
+            proba[:, present] = model.predict_proba(x_te)
+        out.append(FoldPrediction(i, np.asarray(test), proba.argmax(1).astype(np.int64), proba))
+    return out
+
+
+def raw_token_logreg(
+    task: Task, folds: list[Fold], seed: int, k: int = 6, c: float = 1.0, max_iter: int = 2000
+) -> list[FoldPrediction]:
+    """NT's naive baseline: the k-mer token ids themselves as numeric features, standardised.
+
+    Token ids are arbitrary category numbers, so a linear model on them is close to chance on most
+    tasks; it is here to reproduce NT's table, not as a serious competitor. Sequences are padded
+    with the pad id to the longest one.
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _check(task, folds)
+    feats = _token_matrix(task.inputs, k)
+
+    def make(kind: str, fold: int) -> Any:
+        if kind == "regression":
+            return make_pipeline(StandardScaler(), Ridge(alpha=1.0 / c))
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
+
+    return _fit_predict_sklearn(task, folds, feats, make)
+
+
+def kmer_logreg(
+    task: Task, folds: list[Fold], seed: int, ks: Sequence[int] = KMER_KS, c: float = 1.0, max_iter: int = 2000
+) -> list[FoldPrediction]:
+    """L2 logistic regression (Ridge for regression) on k-mer frequencies scaled to unit variance.
+
+    Scaling (no centring, which would densify the sparse matrix) is fitted on the training fold; it
+    keeps rare 6-mers and common 1-mers on one footing, which raw frequencies under a single C do not.
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _check(task, folds)
+    feats = kmer_features(task.inputs, ks)
+
+    def make(kind: str, fold: int) -> Any:
+        if kind == "regression":
+            return make_pipeline(StandardScaler(with_mean=False), Ridge(alpha=1.0 / c))
+        return make_pipeline(
+            StandardScaler(with_mean=False), LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
+        )
+
+    return _fit_predict_sklearn(task, folds, feats, make)
+
+
+def kmer_xgboost(
+    task: Task,
+    folds: list[Fold],
+    seed: int,
+    n_estimators: int = 200,
+    max_depth: int = 4,
+    learning_rate: float = 0.1,
+    n_jobs: int = 2,
+    ks: Sequence[int] = KMER_KS,
+) -> list[FoldPrediction]:
+    """Gradient-boosted trees on k-mer frequencies (histogram method, seeded, so runs repeat exactly)."""
+    from xgboost import XGBClassifier, XGBRegressor
+
+    _check(task, folds)
+    feats = kmer_features(task.inputs, ks)
+    params = {
+        "n_estimators": n_estimators,
+        "max_depth": max_depth,
+        "learning_rate": learning_rate,
+        "n_jobs": n_jobs,
+        "random_state": seed,
+        "tree_method": "hist",
+        "verbosity": 0,
+    }
+
+    def make(kind: str, fold: int) -> Any:
+        return XGBRegressor(**params) if kind == "regression" else XGBClassifier(**params)
+
+    return _fit_predict_sklearn(task, folds, feats, make)
+
+
+# ------------------------------------------------------------------------------------------ CNN
+
+
+def _build_cnn(n_out: int, channels: int, n_dilated: int, kernel_size: int, dropout: float) -> Any:
+    import torch
+    from torch import nn
+
+    class DilatedCNN(nn.Module):
+        """Wide first conv, residual dilated convs (receptive field doubling per layer), masked pooling."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv1d(4, channels, kernel_size, padding=kernel_size // 2)
+            self.dilated = nn.ModuleList(
+                nn.Conv1d(channels, channels, 3, dilation=2**i, padding=2**i) for i in range(n_dilated)
+            )
+            self.drop = nn.Dropout(dropout)
+            self.head = nn.Linear(2 * channels, n_out)
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.stem(x))
+            for conv in self.dilated:
+                h = h + torch.relu(conv(h))
+            m = mask[:, None, :]
+            # Pool over real bases only, so zero padding of shorter sequences does not dilute them.
+            mean = (h * m).sum(-1) / m.sum(-1).clamp(min=1)
+            peak = h.masked_fill(~m, float("-inf")).amax(-1)
+            peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+            return self.head(self.drop(torch.cat([mean, peak], dim=1)))
+
+    return DilatedCNN()
+
+
+def _val_split(task: Task, train: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Carve the early-stopping set out of the training fold (stratified when every class allows it)."""
+    from sklearn.model_selection import train_test_split
+
+    n_val = round(len(train) * fraction)
+    if len(train) < 10 or n_val < 1:
+        return train, train[:0]
+    stratify = None
+    if task.type == "classification":
+        counts = np.bincount(task.labels[train])
+        present = counts[counts > 0]
+        if present.min() >= 2 and n_val >= len(present):
+            stratify = task.labels[train]
+    fit, val = train_test_split(train, test_size=n_val, random_state=seed, stratify=stratify)
+    return np.sort(fit), np.sort(val)
+
+
+def cnn(
+    task: Task,
+    folds: list[Fold],
+    seed: int,
+    epochs: int = 20,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    channels: int = 64,
+    n_dilated: int = 4,
+    kernel_size: int = 21,
+    dropout: float = 0.1,
+    patience: int = 4,
+    val_fraction: float = 0.1,
+    device: str = "cpu",
+) -> list[FoldPrediction]:
+    """A small BPNet-style CNN on one-hot DNA, trained from scratch on each fold.
+
+    Early stopping watches the loss on a validation split taken from the fold's training indices
+    (never its test indices) and the best epoch's weights are restored. Regression targets are
+    standardised with the training split's mean and spread and mapped back for the predictions.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    _check(task, folds)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    x_all, mask_all = one_hot(task.inputs)
+    x_all_t = torch.from_numpy(x_all)
+    mask_all_t = torch.from_numpy(mask_all)
+    classification = task.type == "classification"
+    n_out = max(task.n_classes, int(task.labels.max()) + 1) if classification else 1
+    out: list[FoldPrediction] = []
+
+    for i, (train, test) in enumerate(folds):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        fit, val = _val_split(task, np.asarray(train), val_fraction, seed)
+        if classification:
+            y_all = torch.from_numpy(task.labels.astype(np.int64))
+            mu, sd = 0.0, 1.0
+        else:
+            y_fit = task.labels[fit].astype(np.float64)
+            mu, sd = float(y_fit.mean()), float(y_fit.std()) or 1.0
+            y_all = torch.from_numpy(((task.labels - mu) / sd).astype(np.float32))
+
+        model = _build_cnn(n_out, channels, n_dilated, kernel_size, dropout).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+        def loss_of(idx: torch.Tensor, model: Any = model, y_all: torch.Tensor = y_all) -> torch.Tensor:
+            logits = model(x_all_t[idx].to(dev), mask_all_t[idx].to(dev))
+            target = y_all[idx].to(dev)
+            if classification:
+                return F.cross_entropy(logits, target)
+            return F.mse_loss(logits[:, 0], target)
+
+        fit_t = torch.from_numpy(fit)
+        val_t = torch.from_numpy(val)
+        best_loss, best_state, bad_epochs = float("inf"), None, 0
+        for _epoch in range(epochs):
+            model.train()
+            order = fit_t[torch.randperm(len(fit_t), generator=gen)]
+            for lo in range(0, len(order), batch_size):
+                opt.zero_grad(set_to_none=True)
+                loss_of(order[lo : lo + batch_size]).backward()
+                opt.step()
+            if len(val_t) == 0:
+                continue
+            model.eval()
+            with torch.no_grad():
+                total = sum(
+                    float(loss_of(val_t[lo : lo + 512])) * len(val_t[lo : lo + 512]) for lo in range(0, len(val_t), 512)
+                )
+            val_loss = total / len(val_t)
+            import os; os.environ.get("CNN_DEBUG") and print(_epoch, round(val_loss, 4), flush=True)
+            if val_loss < best_loss - 1e-6:
+                best_loss, best_state, bad_epochs = val_loss, copy.deepcopy(model.state_dict()), 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= patience:
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+
+        model.eval()
+        test_t = torch.from_numpy(np.asarray(test))
+        with torch.no_grad():
+            chunks = [
+                model(x_all_t[test_t[lo : lo + 512]].to(dev), mask_all_t[test_t[lo : lo + 512]].to(dev)).cpu()
+                for lo in range(0, len(test_t), 512)
+            ]
+        logits = torch.cat(chunks).double()
+        if classification:
+            proba = torch.softmax(logits, dim=1).numpy()
+            out.append(FoldPrediction(i, np.asarray(test), proba.argmax(1).astype(np.int64), proba))
+        else:
+            out.append(FoldPrediction(i, np.asarray(test), logits[:, 0].numpy() * sd + mu))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+
+def _run_raw(task: Task, folds: list[Fold], seed: int, cfg: BaselineConfig) -> list[FoldPrediction]:
+    return raw_token_logreg(task, folds, seed, k=cfg.raw_token_k, c=cfg.logreg_c, max_iter=cfg.logreg_max_iter)
+
+
+def _run_kmer_logreg(task: Task, folds: list[Fold], seed: int, cfg: BaselineConfig) -> list[FoldPrediction]:
+    return kmer_logreg(task, folds, seed, ks=cfg.kmer_ks, c=cfg.logreg_c, max_iter=cfg.logreg_max_iter)
+
+
+def _run_kmer_xgboost(task: Task, folds: list[Fold], seed: int, cfg: BaselineConfig) -> list[FoldPrediction]:
+    return kmer_xgboost(task, folds, seed, ks=cfg.kmer_ks, **cfg.xgboost.model_dump())
+
+
+def _run_cnn(task: Task, folds: list[Fold], seed: int, cfg: BaselineConfig) -> list[FoldPrediction]:
+    return cnn(task, folds, seed, **cfg.cnn.model_dump())
+
+
+BaselineFn = Callable[[Task, list[Fold], int, BaselineConfig], list[FoldPrediction]]
+
+BASELINES: dict[str, BaselineFn] = {
+    "kmer_logreg": _run_kmer_logreg,
+    "kmer_xgboost": _run_kmer_xgboost,
+    "cnn": _run_cnn,
+    "raw_token_logreg": _run_raw,
+}
+
+
+def baseline_method(name: str, cfg: BaselineConfig | None = None) -> Method:
+    """The named baseline as a plain `Method` (task, folds, seed), with its knobs taken from `cfg`."""
+    if name not in BASELINES:
+        raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+    fn, conf = BASELINES[name], cfg or BaselineConfig()
+
+    def method(task: Task, folds: list[Fold], seed: int) -> list[FoldPrediction]:
+        return fn(task, folds, seed, conf)
+
+    method.__name__ = name
+    return method

@@ -1,0 +1,99 @@
+"""Frozen embeddings of every layer, computed once per (model, task, pooling) and cached.
+
+All layers come from one forward pass (output_hidden_states); mean-pooled and CLS vectors are both
+taken from that pass. The cache key is a hash of the model weights' file, the inputs and the
+settings, so a changed model or task misses the cache and a rerun does not recompute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from biofm.data.blocks import cache_root, file_fingerprint
+from biofm.io.atomic import atomic_path, write_json
+from biofm.models.mlm import split_mlm
+
+
+def _key(model_dir: Path, inputs: list[str], max_tokens: int, long_mode: str) -> str:
+    h = hashlib.sha256()
+    for f in sorted(model_dir.glob("*.safetensors")):
+        h.update(file_fingerprint(f).encode())
+    h.update(json.dumps([max_tokens, long_mode]).encode())
+    for s in inputs:
+        h.update(s.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def _pieces(text: str, tok: PreTrainedTokenizerBase, max_tokens: int, long_mode: str) -> list[list[int]]:
+    """Token ids (with specials) of one input; several windows when it is longer than the context."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    body = max_tokens - 1  # room for <cls>
+    prefix = [tok.cls_token_id] if tok.cls_token_id is not None else []
+    if len(ids) <= body or long_mode == "truncate":
+        return [prefix + ids[:body]]
+    return [prefix + ids[i:i + body] for i in range(0, len(ids), body)]  # non-overlapping windows
+
+
+@torch.inference_mode()
+def layer_embeddings_all(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, inputs: list[str], *, max_tokens: int,
+    long_mode: str = "truncate", batch_size: int = 64,
+) -> dict[str, np.ndarray]:
+    """{"mean": [n, layers+1, H], "cls": [n, layers+1, H]} as float32; windows of long inputs are averaged."""
+    encoder, _ = split_mlm(model)
+    pieces: list[list[int]] = []
+    owner: list[int] = []
+    for i, text in enumerate(inputs):
+        for p in _pieces(text, tok, max_tokens, long_mode):
+            pieces.append(p)
+            owner.append(i)
+    order = np.argsort([len(p) for p in pieces], kind="stable")  # length-sorted batches: little padding
+    n_layers = model.config.num_hidden_layers + 1
+    hidden = model.config.hidden_size
+    mean = np.zeros((len(inputs), n_layers, hidden), dtype=np.float64)
+    cls = np.zeros_like(mean)
+    counts = np.zeros(len(inputs))
+    pad = tok.pad_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(pieces[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, : len(pieces[i])] = torch.tensor(pieces[i])
+        mask = (ids != pad).long()
+        out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        states = torch.stack(out.hidden_states, dim=1).float()  # [B, layers+1, L, H]
+        m = mask[:, None, :, None].float()
+        pooled = ((states * m).sum(2) / m.sum(2).clamp_min(1)).numpy()  # [B, layers+1, H]
+        first = states[:, :, 0, :].numpy()
+        for row, i in enumerate(idx):
+            o = owner[i]
+            mean[o] += pooled[row]
+            cls[o] += first[row]
+            counts[o] += 1
+    mean /= counts[:, None, None]
+    cls /= counts[:, None, None]
+    return {"mean": mean.astype(np.float32), "cls": cls.astype(np.float32)}
+
+
+def cached_embeddings(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, model_dir: Path, inputs: list[str], *,
+    max_tokens: int, long_mode: str = "truncate", batch_size: int = 64, cache_dir: str | None = None,
+) -> dict[str, np.ndarray]:
+    dest = cache_root(cache_dir) / f"emb-{_key(model_dir, inputs, max_tokens, long_mode)}"
+    if (dest / "meta.json").exists():
+        return {p: np.load(dest / f"{p}.npy", mmap_mode="r") for p in ("mean", "cls")}
+    emb = layer_embeddings_all(model, tok, inputs, max_tokens=max_tokens, long_mode=long_mode,
+                               batch_size=batch_size)
+    with atomic_path(dest, is_dir=True) as tmp:
+        for pooling, arr in emb.items():
+            np.save(tmp / f"{pooling}.npy", arr)
+        write_json(tmp / "meta.json", {"model": str(model_dir), "n": len(inputs), "shape": list(emb["mean"].shape)})
+    return emb

@@ -1,0 +1,80 @@
+"""`biofm evaluate` end to end on a tiny saved model and a synthetic task."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+import biofm.eval.embeddings as embmod
+from biofm.cli import main
+from biofm.dna.tokenizer import KmerTokenizer
+from biofm.models.presets import build_config, build_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    tok = KmerTokenizer(2)
+    cfg = build_config("tiny", vocab_size=tok.vocab_size, pad_id=tok.pad_id, mask_id=tok.mask_id,
+                       cls_id=tok.cls_id, eos_id=tok.eos_id, max_len=64)
+    model = build_model(cfg, seed=0)
+    model.save_pretrained(tmp / "model")
+    tok.save(tmp / "model")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(120):
+        s = list(rng.choice(list("ACGT"), 40))
+        if i % 2:
+            s[10:16] = list("GGGGGG")
+        rows.append(f"{''.join(s)},{i % 2}")
+    (tmp / "motif.csv").write_text("sequence,label\n" + "\n".join(rows) + "\n")
+    (tmp / "motif.yaml").write_text(yaml.safe_dump({"name": "motif", "type": "classification", "table": "motif.csv"}))
+    return tmp
+
+
+def _evaluate(tmp, out, extra=()):
+    args = ["evaluate", "--model", str(tmp / "model"), "--task", str(tmp / "motif.yaml"), "--out", str(out),
+            "--folds", "3", "--set", "probes.kinds=[logreg]", "--set", "finetune.methods=[ia3]",
+            "--set", "finetune.epochs=1", "--set", "baselines.run=[kmer_logreg,raw_token_logreg]",
+            "--set", f"cache_dir={tmp / 'cache'}", *extra]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code in (0, None)
+    return json.loads((out / "results.json").read_text())
+
+
+def test_outputs_and_verdict(setup):
+    res = _evaluate(setup, setup / "out")
+    names = {m["name"] for m in res["methods"]}
+    assert names == {"probe-logreg-mean", "probe-logreg-cls", "finetune-ia3", "baseline-kmer_logreg",
+                     "baseline-raw_token_logreg"}
+    for m in res["methods"]:
+        assert m["kind"] in ("probe", "finetune", "baseline") and len(m["per_fold"]) == 3
+        assert {"mcc", "accuracy", "macro_f1", "auroc", "auprc"} <= set(m["summary"]) and m["seconds"] >= 0
+    probe = next(m for m in res["methods"] if m["name"] == "probe-logreg-mean")
+    assert len(probe["per_layer"]) == 3 and len(probe["layers_chosen"]) == 3  # embeddings + 2 layers
+    kmer = next(m for m in res["methods"] if m["name"] == "baseline-kmer_logreg")
+    assert kmer["summary"]["mcc"]["mean"] > 0.5  # the motif is a 6-mer: k-mer counts find it
+    v = res["tasks"][0]["verdict"]
+    assert v["outcome"] in ("beats", "matches", "loses") and v["baseline_method"] == "baseline-kmer_logreg"
+    assert res["overall"].endswith("of 1")
+    for f in ["results.csv", "probing.png", "report.html"]:
+        assert (setup / "out" / f).exists()
+    assert "baseline-kmer_logreg" in (setup / "out" / "results.csv").read_text()
+
+
+def test_embeddings_cached_across_runs(setup, monkeypatch):
+    _evaluate(setup, setup / "out1")
+
+    def boom(*a, **k):
+        raise AssertionError("embeddings computed again")
+
+    monkeypatch.setattr(embmod, "layer_embeddings_all", boom)
+    _evaluate(setup, setup / "out2")
+
+
+def test_no_task_is_an_error(setup, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--model", str(setup / "model"), "--out", str(setup / "x")])
+    assert exc.value.code == 2 and "--task" in capsys.readouterr().err

@@ -19,29 +19,42 @@ absolute gap over all (layer, fold) pairs. The reference loop always runs in ful
 
 Threads: torch uses `--threads` (default: the CPU cores this process may use). scikit-learn's lbfgs
 loss runs OpenMP loops; on a machine shared with other jobs, OpenMP's busy-waiting can make it an order
-of magnitude slower with several threads than with one. So before the loop, one (layer, fold) fit is
+of magnitude slower with several threads than with one (OMP_WAIT_POLICY=PASSIVE, set here unless already
+set, removes only part of that). So before the loop, one (layer, fold) fit is
 timed with 1 thread and with `--threads` threads, and the loop uses the faster setting (reported);
 `--sklearn-threads N` fixes it instead. The baseline is therefore never handicapped by threading.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import time
-from typing import Any
+import sys
+from pathlib import Path
 
-import numpy as np
-import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, matthews_corrcoef
-from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+# `python bench/probe.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the stdlib
+# `tokenize` module that torch's import needs. Drop that entry first.
+_HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if (str(Path(p).resolve()) if p else "") != _HERE]
 
-from biofm.eval.probe import probe_layers
+# Idle OpenMP threads of both torch and scikit-learn otherwise spin on the cores they share with the main
+# thread (and with any other job), which on a busy machine slows everything. Applies to both sides alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import accuracy_score, matthews_corrcoef  # noqa: E402
+from sklearn.model_selection import StratifiedKFold  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from biofm.eval.probe import probe_layers  # noqa: E402
 
 
 def make_embeddings(n: int, n_layers: int, dim: int, n_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
         f"scikit-learn {__import__('sklearn').__version__}; usable cores: {cores}; torch threads: "
-        f"{torch.get_num_threads()}; sklearn OpenMP/BLAS threads: {sk_threads}"
+        f"{torch.get_num_threads()}; sklearn OpenMP/BLAS threads: {sk_threads}; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
         + (
             " (one fit timed at " + ", ".join(f"{k} thread(s): {v:.2f}s" for k, v in calib.items()) + ")"
             if calib
@@ -140,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     d_acc = float(np.abs(acc[0] - acc[1]).max())
     d_mcc = float(np.abs(mcc[0] - mcc[1]).max())
 
-    print(f"{'layer':>5}  {'acc biofm':>9} {'acc sklearn':>11}  {'MCC biofm':>9} {'MCC sklearn':>11}  (mean over folds)")
+    print(
+        f"{'layer':>5}  {'acc biofm':>9} {'acc sklearn':>11}  {'MCC biofm':>9} {'MCC sklearn':>11}  (mean over folds)"
+    )
     for layer in range(args.layers):
         print(
             f"{layer:>5}  {acc[0, layer].mean():>9.4f} {acc[1, layer].mean():>11.4f}  "

@@ -181,13 +181,13 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="run folder to write"),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     eval_set: list[str] = typer.Option([], "--eval-set", help="override an evaluation setting, e.g. folds=5"),
-    no_eval: bool = typer.Option(False, "--no-eval", help="pretrain and diagnose only"),
+    with_eval: bool = typer.Option(False, "--evaluate", help="also evaluate against baselines on the shipped tasks"),
 ) -> None:
-    """The main job on shipped data: pretrain a tiny DNA model on E. coli, diagnose it, evaluate it against
-    baselines on two shipped tasks, write the report."""
+    """The main job on shipped data: pretrain a tiny DNA model on E. coli, diagnose it, write the report;
+    with --evaluate, also run the evaluation protocol on two shipped tasks (slower)."""
     from biofm.demo import run_demo
 
-    run_dir = run_demo(out, set_, eval_set, evaluate=not no_eval)
+    run_dir = run_demo(out, set_, eval_set, evaluate=with_eval)
     _print_outcome(run_dir)
 
 

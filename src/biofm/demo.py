@@ -45,15 +45,16 @@ def demo_eval_config(run_dir: Path, overrides: list[str] | None = None) -> Evalu
         "out": str(run_dir / "eval"),
         "folds": 3,
         "probes": {"mlp_hidden": [64]},
-        "finetune": {"epochs": 3, "patience": 1, "max_train_examples": 1500},
-        "baselines": {"xgboost": {"n_estimators": 100}, "cnn": {"epochs": 6, "patience": 2, "channels": 32}},
+        "finetune": {"epochs": 2, "patience": 1, "max_train_examples": 600, "batch_size": 64},
+        "baselines": {"xgboost": {"n_estimators": 60, "max_depth": 3},
+                      "cnn": {"epochs": 4, "patience": 2, "channels": 32, "n_dilated": 3}},
     }
     data = cfgmod.apply_overrides(data, overrides or [])
     return cfgmod.build(EvaluateConfig, data, "demo evaluation config")
 
 
 def run_demo(out: Path, overrides: list[str] | None = None, eval_overrides: list[str] | None = None,
-             evaluate: bool = True) -> Path:
+             evaluate: bool = False) -> Path:
     from biofm.eval.evaluate import run_evaluation
     from biofm.eval.report import verdict_table_html
 

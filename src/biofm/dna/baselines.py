@@ -51,7 +51,9 @@ class XgbConfig(Schema):
     n_estimators: PositiveInt = 200
     max_depth: PositiveInt = 4
     learning_rate: float = Field(0.1, gt=0)
-    n_jobs: PositiveInt = 2
+    # One thread by default: on a shared 2-core machine n_jobs=2 measured 6-10x slower (OpenMP threads
+    # spin-wait for a core); unloaded it is about 1.6x faster. Raise it on a dedicated machine.
+    n_jobs: PositiveInt = 1
 
 
 class CnnConfig(Schema):
@@ -63,9 +65,11 @@ class CnnConfig(Schema):
     n_dilated: int = Field(4, ge=0, le=12)
     kernel_size: PositiveInt = 21
     dropout: float = Field(0.1, ge=0, lt=1)
+    position_bins: int = Field(4, ge=0, le=64, description="0 = global pooling only (pure BPNet-style)")
     patience: PositiveInt = 4
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    threads: int = Field(1, ge=0, description="CPU threads for torch while training; 0 = torch's default")
 
 
 class BaselineConfig(Schema):
@@ -153,18 +157,25 @@ def kmer_features(seqs: Sequence[str], ks: Sequence[int] = KMER_KS) -> sp.csr_ma
     return mat.tocsr()  # duplicates (repeated k-mers) are summed here
 
 
-def one_hot(seqs: Sequence[str], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One-hot [n, 4, L] float32 (N and padding are all zeros) and the [n, L] mask of real bases."""
+def _code_matrix(seqs: Sequence[str], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Base codes [n, L] uint8 padded with 4 (the N code) to the longest sequence, and the mask of real bases."""
     length = max((len(s) for s in seqs), default=0) if length is None else length
     codes, starts = _codes(seqs)
-    n = len(seqs)
     lengths = np.minimum(np.diff(starts), length)
     mask = np.arange(length)[None, :] < lengths[:, None]
-    idx = np.zeros((n, length), dtype=np.int64)
-    idx[mask] = np.concatenate([codes[s : s + m] for s, m in zip(starts[:-1].tolist(), lengths.tolist(), strict=True)])
-    idx[~mask] = 4
+    out = np.full((len(seqs), length), 4, dtype=np.uint8)
+    if len(seqs):
+        out[mask] = np.concatenate(
+            [codes[s : s + m] for s, m in zip(starts[:-1].tolist(), lengths.tolist(), strict=True)]
+        )
+    return out, mask
+
+
+def one_hot(seqs: Sequence[str], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot [n, 4, L] float32 (N and padding are all zeros) and the [n, L] mask of real bases."""
+    codes, mask = _code_matrix(seqs, length)
     eye = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((1, 4), dtype=np.float32)])
-    return np.ascontiguousarray(eye[idx].transpose(0, 2, 1)), mask
+    return np.ascontiguousarray(eye[codes].transpose(0, 2, 1)), mask
 
 
 def _token_matrix(seqs: Sequence[str], k: int) -> np.ndarray:
@@ -202,7 +213,22 @@ def _fit_predict_sklearn(
     Classes missing from a training fold are handled here once for every model: the model sees
     labels re-coded to 0..m-1 and its probabilities are scattered back into all of the task's
     classes (absent classes get probability 0), so every fold's `proba` has the same columns.
+
+    BLAS is held to one thread: these fits are many small matrix products, and when the cores are
+    shared a multi-threaded BLAS stalls on each one (a 40-example fit measured 7 s instead of 0.05 s).
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_predict_loop(task, folds, features, make)
+
+
+def _fit_predict_loop(
+    task: Task,
+    folds: list[Fold],
+    features: Any,
+    make: Callable[[Literal["classification", "regression"], int], Any],
+) -> list[FoldPrediction]:
     out: list[FoldPrediction] = []
     y = task.labels
     for i, (train, test) in enumerate(folds):
@@ -280,7 +306,7 @@ def kmer_xgboost(
     n_estimators: int = 200,
     max_depth: int = 4,
     learning_rate: float = 0.1,
-    n_jobs: int = 2,
+    n_jobs: int = 1,
     ks: Sequence[int] = KMER_KS,
 ) -> list[FoldPrediction]:
     """Gradient-boosted trees on k-mer frequencies (histogram method, seeded, so runs repeat exactly)."""
@@ -307,8 +333,9 @@ def kmer_xgboost(
 # ------------------------------------------------------------------------------------------ CNN
 
 
-def _build_cnn(n_out: int, channels: int, n_dilated: int, kernel_size: int, dropout: float) -> Any:
+def _build_cnn(n_out: int, channels: int, n_dilated: int, kernel_size: int, dropout: float, position_bins: int) -> Any:
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
     class DilatedCNN(nn.Module):
@@ -321,7 +348,7 @@ def _build_cnn(n_out: int, channels: int, n_dilated: int, kernel_size: int, drop
                 nn.Conv1d(channels, channels, 3, dilation=2**i, padding=2**i) for i in range(n_dilated)
             )
             self.drop = nn.Dropout(dropout)
-            self.head = nn.Linear(2 * channels, n_out)
+            self.head = nn.Linear((2 + position_bins) * channels, n_out)
 
         def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             h = torch.relu(self.stem(x))
@@ -332,7 +359,12 @@ def _build_cnn(n_out: int, channels: int, n_dilated: int, kernel_size: int, drop
             mean = (h * m).sum(-1) / m.sum(-1).clamp(min=1)
             peak = h.masked_fill(~m, float("-inf")).amax(-1)
             peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-            return self.head(self.drop(torch.cat([mean, peak], dim=1)))
+            pooled = [mean, peak]
+            if position_bins:
+                # Coarse position (which part of the sequence a motif is in) matters for aligned tasks
+                # such as splice sites and promoter cores; global pooling alone throws it away.
+                pooled.append(F.adaptive_avg_pool1d(h * m, position_bins).flatten(1))
+            return self.head(self.drop(torch.cat(pooled, dim=1)))
 
     return DilatedCNN()
 
@@ -366,26 +398,65 @@ def cnn(
     n_dilated: int = 4,
     kernel_size: int = 21,
     dropout: float = 0.1,
+    position_bins: int = 4,
     patience: int = 4,
     val_fraction: float = 0.1,
-    device: str = "cpu",
+    device: Literal["cpu", "cuda", "auto"] = "cpu",
+    threads: int = 1,
 ) -> list[FoldPrediction]:
     """A small BPNet-style CNN on one-hot DNA, trained from scratch on each fold.
 
     Early stopping watches the loss on a validation split taken from the fold's training indices
     (never its test indices) and the best epoch's weights are restored. Regression targets are
     standardised with the training split's mean and spread and mapped back for the predictions.
+
+    `threads` defaults to 1: convolutions this small gain little from intra-op parallelism, and when
+    the cores are shared (other folds, other jobs) torch's thread pool stalls on every op -- measured
+    20x slower than one thread on a busy 2-core machine.
     """
+    import torch
+
+    _check(task, folds)
+    cfg = CnnConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        channels=channels,
+        n_dilated=n_dilated,
+        kernel_size=kernel_size,
+        dropout=dropout,
+        position_bins=position_bins,
+        patience=patience,
+        val_fraction=val_fraction,
+        device=device,
+        threads=threads,
+    )
+    previous = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train_cnn(task, folds, seed, cfg)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_cnn(task: Task, folds: list[Fold], seed: int, cfg: CnnConfig) -> list[FoldPrediction]:
     import torch
     import torch.nn.functional as F
 
-    _check(task, folds)
+    device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    x_all, mask_all = one_hot(task.inputs)
-    x_all_t = torch.from_numpy(x_all)
-    mask_all_t = torch.from_numpy(mask_all)
+    codes, mask = _code_matrix(task.inputs)
+    codes_t, mask_t = torch.from_numpy(codes).long(), torch.from_numpy(mask)
+    # Row 4 (N and padding) is all zeros; one-hot is built per batch so memory stays at 1 byte per base.
+    eye = torch.cat([torch.eye(4), torch.zeros(1, 4)])
+
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return eye[codes_t[idx]].transpose(1, 2).to(dev), mask_t[idx].to(dev)
+
     classification = task.type == "classification"
     n_out = max(task.n_classes, int(task.labels.max()) + 1) if classification else 1
     out: list[FoldPrediction] = []
@@ -393,7 +464,7 @@ def cnn(
     for i, (train, test) in enumerate(folds):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        fit, val = _val_split(task, np.asarray(train), val_fraction, seed)
+        fit, val = _val_split(task, np.asarray(train), cfg.val_fraction, seed)
         if classification:
             y_all = torch.from_numpy(task.labels.astype(np.int64))
             mu, sd = 0.0, 1.0
@@ -402,11 +473,12 @@ def cnn(
             mu, sd = float(y_fit.mean()), float(y_fit.std()) or 1.0
             y_all = torch.from_numpy(((task.labels - mu) / sd).astype(np.float32))
 
-        model = _build_cnn(n_out, channels, n_dilated, kernel_size, dropout).to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        model = _build_cnn(n_out, cfg.channels, cfg.n_dilated, cfg.kernel_size, cfg.dropout, cfg.position_bins)
+        model = model.to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         def loss_of(idx: torch.Tensor, model: Any = model, y_all: torch.Tensor = y_all) -> torch.Tensor:
-            logits = model(x_all_t[idx].to(dev), mask_all_t[idx].to(dev))
+            logits = model(*batch(idx))
             target = y_all[idx].to(dev)
             if classification:
                 return F.cross_entropy(logits, target)
@@ -415,12 +487,12 @@ def cnn(
         fit_t = torch.from_numpy(fit)
         val_t = torch.from_numpy(val)
         best_loss, best_state, bad_epochs = float("inf"), None, 0
-        for _epoch in range(epochs):
+        for _epoch in range(cfg.epochs):
             model.train()
             order = fit_t[torch.randperm(len(fit_t), generator=gen)]
-            for lo in range(0, len(order), batch_size):
+            for lo in range(0, len(order), cfg.batch_size):
                 opt.zero_grad(set_to_none=True)
-                loss_of(order[lo : lo + batch_size]).backward()
+                loss_of(order[lo : lo + cfg.batch_size]).backward()
                 opt.step()
             if len(val_t) == 0:
                 continue
@@ -430,12 +502,11 @@ def cnn(
                     float(loss_of(val_t[lo : lo + 512])) * len(val_t[lo : lo + 512]) for lo in range(0, len(val_t), 512)
                 )
             val_loss = total / len(val_t)
-            import os; os.environ.get("CNN_DEBUG") and print(_epoch, round(val_loss, 4), flush=True)
             if val_loss < best_loss - 1e-6:
                 best_loss, best_state, bad_epochs = val_loss, copy.deepcopy(model.state_dict()), 0
             else:
                 bad_epochs += 1
-                if bad_epochs >= patience:
+                if bad_epochs >= cfg.patience:
                     break
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -443,10 +514,7 @@ def cnn(
         model.eval()
         test_t = torch.from_numpy(np.asarray(test))
         with torch.no_grad():
-            chunks = [
-                model(x_all_t[test_t[lo : lo + 512]].to(dev), mask_all_t[test_t[lo : lo + 512]].to(dev)).cpu()
-                for lo in range(0, len(test_t), 512)
-            ]
+            chunks = [model(*batch(test_t[lo : lo + 512])).cpu() for lo in range(0, len(test_t), 512)]
         logits = torch.cat(chunks).double()
         if classification:
             proba = torch.softmax(logits, dim=1).numpy()

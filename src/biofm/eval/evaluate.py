@@ -25,7 +25,7 @@ from biofm.eval.metrics import HEADLINE, fold_metrics, summarise
 from biofm.eval.types import Fold, FoldPrediction, Task
 from biofm.eval.verdict import count_sentence, task_verdict
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, highlight=False)
 
 
 class ProbeConfig(Schema):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -42,6 +42,8 @@ ProbeKind = Literal["logreg", "mlp"]
 _F64 = torch.float64
 # Rough logistic curvature p(1-p) used to scale the preconditioner; its exact value only affects speed.
 _CURV = 0.25
+# Gradient max-norm at which the logistic solver switches from float32 to float64 products.
+_COARSE_TOL = 1e-4
 # Bytes of float32 embeddings the MLP keeps in memory at once; more layers means fewer, wider batches.
 _MLP_CHUNK_BYTES = 512 * 2**20
 
@@ -58,7 +60,7 @@ def probe_layers(
     max_iter: int | None = None,
     seed: int = 0,
     layers: list[int] | None = None,
-    tol: float = 1e-7,
+    tol: float = 1e-6,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     batch_size: int = 256,
@@ -91,12 +93,13 @@ def probe_layers(
 
     if kind == "logreg":
         out: dict[int, list[FoldPrediction]] = {}
+        Wt = _train_weights(folds, n, dev)
         for layer in sel:
-            Xl = _layer_f64(X3, layer, dev)
+            sc = _Scaling(X3, layer, Wt)
             if task_type == "classification":
-                out[layer] = _logreg_layer(Xl, y, folds, n_classes, Cs, max_iter or 1000, tol)
+                out[layer] = _logreg_layer(sc, Wt, y, folds, n_classes, Cs, max_iter or 1000, tol)
             else:
-                out[layer] = _ridge_layer(Xl, y, folds, Cs)
+                out[layer] = _ridge_layer(sc, Wt, y, folds, Cs)
         return out
     if kind == "mlp":
         if not hidden or any(h < 1 for h in hidden):
@@ -169,13 +172,6 @@ def _check_layers(layers: list[int] | None, n_layers: int) -> list[int]:
     return sel
 
 
-def _layer_f64(X3: np.ndarray, layer: int, dev: torch.device) -> torch.Tensor:
-    Xl = torch.from_numpy(np.ascontiguousarray(X3[:, layer, :], dtype=np.float64)).to(dev)
-    if not torch.isfinite(Xl).all():
-        raise BiofmError(f"embeddings of layer {layer} contain NaN or infinite values")
-    return Xl
-
-
 def _train_weights(folds: list[tuple[np.ndarray, np.ndarray]], n: int, dev: torch.device) -> torch.Tensor:
     """[n, F] with 1/n_train on each fold's train rows: fold means and mean losses in one product."""
     w = np.zeros((n, len(folds)))
@@ -191,18 +187,24 @@ def _train_weights(folds: list[tuple[np.ndarray, np.ndarray]], n: int, dev: torc
 class _Scaling:
     """Per-fold StandardScaler statistics, expressed against one global standardisation of the layer.
 
-    Zg = (X - mean_all) / sd_all is computed once; fold f's scaler output is then Zg·r_f + const with
-    r_f = sd_all / sd_f, so fold-specific features never have to be materialised.
+    Zg = (X - mean_all) / sd_all is computed once (float64, plus a float32 copy for cheap products);
+    fold f's scaler output is then Zg·r_f + const with r_f = sd_all / sd_f, so fold-specific features
+    never have to be materialised.
     """
 
-    def __init__(self, Xl: torch.Tensor, Wt: torch.Tensor) -> None:
+    def __init__(self, X3: np.ndarray, layer: int, Wt: torch.Tensor) -> None:
         eps = torch.finfo(_F64).eps
-        mean_all = Xl.mean(0)
-        sd_all = Xl.std(0, correction=0)
+        Zg = torch.from_numpy(X3[:, layer, :]).to(device=Wt.device, dtype=_F64, memory_format=torch.contiguous_format)
+        var_all, mean_all = torch.var_mean(Zg, 0, correction=0)
+        if not bool(torch.isfinite(var_all).all()):  # a NaN/inf anywhere in a column survives into its variance
+            raise BiofmError(f"embeddings of layer {layer} contain NaN or infinite values")
+        sd_all = var_all.sqrt()
         sd_all = torch.where(sd_all < 10 * eps * mean_all.abs().clamp_min(1.0), 1.0, sd_all)
-        self.Zg = (Xl - mean_all) / sd_all
+        self.Zg = Zg.sub_(mean_all).div_(sd_all)
+        self.Z32 = self.Zg.float()
         self.mean = Wt.T @ self.Zg  # [F, d] fold train means, in Zg units
-        var = (Wt.T @ self.Zg.square() - self.mean.square()).clamp_min(0.0)
+        # Second moments need no float64: Zg is centred and unit-scaled, so nothing cancels.
+        var = ((Wt.T.float() @ self.Z32.square()).double() - self.mean.square()).clamp_min(0.0)
         sd_raw = var.sqrt() * sd_all
         const = sd_raw < 10 * eps * (self.mean * sd_all + mean_all).abs().clamp_min(1.0)
         sd_raw = torch.where(const, 1.0, sd_raw)  # sklearn scales (near-)constant features by 1
@@ -213,17 +215,25 @@ class _Scaling:
 
 
 def _lbfgs(
-    fun: Any, x0: torch.Tensor, *, max_iter: int, tol: float, history: int = 10
+    stages: list[tuple[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], float, float]],
+    x0: torch.Tensor,
+    *,
+    max_iter: int,
+    history: int = 10,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise F independent smooth objectives at once; x is [F, m], fun(x) -> (f [F], grad [F, m]).
+    """Minimise P independent smooth objectives at once; x is [P, m], fun(x) -> (f [P], grad [P, m]).
 
     Each problem has its own L-BFGS memory, step length and Armijo backtracking, so the batch behaves
-    like F separate solvers; only `fun` is shared, and every call advances every unfinished problem
-    (an accepted step for some, a shorter trial for others). Returns (x, converged mask).
+    like P separate solvers; only `fun` is shared, and every call advances every unfinished problem
+    (an accepted step for some, a shorter trial for others).
+
+    `stages` is [(fun, gtol, ftol), ...]: a cheap, less precise `fun` can take the problems most of the
+    way and a precise one finish; the memory carries over, its curvature pairs are still good. A problem
+    finishes a stage when its gradient max-norm is <= gtol, or a step lowers f by <= ftol·max(|f|, 1)
+    (scipy's criterion; it ends a stage whose f can no longer resolve progress). Returns (x, done mask).
     """
     P, m = x0.shape
     dev, dt = x0.device, x0.dtype
-    eps = torch.finfo(dt).eps
     ar = torch.arange(P, device=dev)
     S = torch.zeros(P, history, m, dtype=dt, device=dev)
     Y = torch.zeros_like(S)
@@ -231,54 +241,55 @@ def _lbfgs(
     slot = torch.zeros(P, dtype=torch.long, device=dev)  # next history slot per problem
     n_hist = torch.zeros(P, dtype=torch.long, device=dev)
 
+    def direction(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        d = _two_loop(g, S, Y, rho, slot, n_hist)
+        gd = (g * d).sum(1)
+        bad = gd >= 0  # not a descent direction: restart from steepest descent
+        return torch.where(bad[:, None], -g, d), torch.where(bad, -(g * g).sum(1), gd), bad
+
     x = x0.clone()
-    steps_left = max_iter
-    f, g = fun(x)
-    done = g.abs().amax(1) <= tol
-    d = -g
-    t = torch.ones(P, dtype=dt, device=dev)
-    gd = (g * d).sum(1)
-    for _ in range(max_iter * 2):  # evaluations; accepted steps are counted below
-        if bool(done.all()):
-            break
-        active = ~done
-        xt = torch.where(active[:, None], x + t[:, None] * d, x)
-        ft, gt = fun(xt)
-        ok = active & torch.isfinite(ft) & (ft <= f + 1e-4 * t * gd)
-        if bool(ok.any()):
-            s, yv = xt - x, gt - g
-            sy = (s * yv).sum(1)
-            keep = ok & (sy > 1e-10 * s.norm(dim=1) * yv.norm(dim=1))
-            ki = ar[keep]
-            S[ki, slot[ki]] = s[ki]
-            Y[ki, slot[ki]] = yv[ki]
-            rho[ki, slot[ki]] = 1.0 / sy[ki]
-            slot[ki] = (slot[ki] + 1) % history
-            n_hist[ki] = (n_hist[ki] + 1).clamp_max(history)
-            # Converged: small gradient, or (scipy's ftol) a decrease lost in float64 rounding.
-            stall = f - ft <= 64 * eps * torch.maximum(torch.maximum(f.abs(), ft.abs()), torch.ones_like(f))
-            x = torch.where(ok[:, None], xt, x)
-            f = torch.where(ok, ft, f)
-            g = torch.where(ok[:, None], gt, g)
-            done = done | (ok & ((g.abs().amax(1) <= tol) | stall))
-            steps_left -= 1
-            if steps_left <= 0:
-                break
-            dn = _two_loop(g, S, Y, rho, slot, n_hist)
-            gdn = (g * dn).sum(1)
-            bad = gdn >= 0  # not a descent direction: drop the memory and restart from steepest descent
-            dn = torch.where(bad[:, None], -g, dn)
-            n_hist = torch.where(ok & bad, 0, n_hist)
-            d = torch.where(ok[:, None], dn, d)
-            gd = torch.where(ok, torch.where(bad, -(g * g).sum(1), gdn), gd)
-            t = torch.where(ok, 1.0, t)
-        # Backtrack the rest to the minimiser of the quadratic through f, f'·d and f(trial).
-        back = active & ~ok
-        curv = ft - f - gd * t
-        t_q = torch.where(torch.isfinite(curv) & (curv > 0), -gd * t * t / (2 * curv), 0.1 * t)
-        t = torch.where(back, torch.minimum(torch.maximum(t_q, 0.1 * t), 0.5 * t), t)
-        # A step this short means f can no longer be decreased at float64 resolution: stop there.
-        done = done | (back & (t < 1e-12))
+    done = torch.zeros(P, dtype=torch.bool, device=dev)
+    steps_left, evals_left = max_iter, 2 * max_iter
+    for fun, gtol, ftol in stages:
+        f, g = fun(x)
+        done = g.abs().amax(1) <= gtol
+        d, gd, bad = direction(g)
+        n_hist = torch.where(bad, 0, n_hist)
+        t = torch.ones(P, dtype=dt, device=dev)
+        while steps_left > 0 and evals_left > 0 and not bool(done.all()):
+            active = ~done
+            xt = torch.where(active[:, None], x + t[:, None] * d, x)
+            ft, gt = fun(xt)
+            evals_left -= 1
+            ok = active & torch.isfinite(ft) & (ft <= f + 1e-4 * t * gd)
+            if bool(ok.any()):
+                s, yv = xt - x, gt - g
+                sy = (s * yv).sum(1)
+                keep = ok & (sy > 1e-10 * s.norm(dim=1) * yv.norm(dim=1))
+                ki = ar[keep]
+                S[ki, slot[ki]] = s[ki]
+                Y[ki, slot[ki]] = yv[ki]
+                rho[ki, slot[ki]] = 1.0 / sy[ki]
+                slot[ki] = (slot[ki] + 1) % history
+                n_hist[ki] = (n_hist[ki] + 1).clamp_max(history)
+                stall = f - ft <= ftol * torch.maximum(torch.maximum(f.abs(), ft.abs()), torch.ones_like(f))
+                x = torch.where(ok[:, None], xt, x)
+                f = torch.where(ok, ft, f)
+                g = torch.where(ok[:, None], gt, g)
+                done = done | (ok & ((g.abs().amax(1) <= gtol) | stall))
+                steps_left -= 1
+                dn, gdn, bad = direction(g)
+                n_hist = torch.where(ok & bad, 0, n_hist)
+                d = torch.where(ok[:, None], dn, d)
+                gd = torch.where(ok, gdn, gd)
+                t = torch.where(ok, 1.0, t)
+            # Backtrack the rest to the minimiser of the quadratic through f, f'·d and f(trial).
+            back = active & ~ok
+            curv = ft - f - gd * t
+            t_q = torch.where(torch.isfinite(curv) & (curv > 0), -gd * t * t / (2 * curv), 0.1 * t)
+            t = torch.where(back, torch.minimum(torch.maximum(t_q, 0.1 * t), 0.5 * t), t)
+            # A step this short means f cannot be decreased at this stage's resolution: the stage is over.
+            done = done | (back & (t < 1e-10))
     return x, done
 
 
@@ -309,7 +320,8 @@ def _two_loop(
 
 
 def _logreg_layer(
-    Xl: torch.Tensor,
+    sc: _Scaling,
+    Wt: torch.Tensor,
     y: np.ndarray,
     folds: list[tuple[np.ndarray, np.ndarray]],
     n_classes: int,
@@ -317,19 +329,17 @@ def _logreg_layer(
     max_iter: int,
     tol: float,
 ) -> list[FoldPrediction]:
-    n, d = Xl.shape
-    F, dev = len(folds), Xl.device
+    n, d = sc.Zg.shape
+    F, dev = len(folds), Wt.device
     K = 1 if n_classes == 2 else n_classes  # sklearn fits binary problems as one binomial model
-    Wt = _train_weights(folds, n, dev)  # [n, F]
     on_train = Wt > 0
-    sc = _Scaling(Xl, Wt)
     lam = torch.from_numpy(1.0 / (Cs * (Wt > 0).sum(0).cpu().numpy())).to(dev)  # per-sample-mean penalty
     yt = torch.from_numpy(y.astype(np.int64)).to(dev)
 
     # Preconditioner: P = (c·Σ + λI)^-1/2 from the layer's feature correlation Σ (a change of variables
     # only, so the fold optima do not depend on it). The intercept is scaled by 1/sqrt(c) likewise.
     # Weights on Zg are V = P·U; P is applied to the small [d, F·K] side, never to the data.
-    evals, evecs = torch.linalg.eigh(sc.Zg.T @ sc.Zg / n)
+    evals, evecs = torch.linalg.eigh((sc.Z32.T @ sc.Z32).double() / n)
     Pm = (evecs * (_CURV * evals.clamp_min(0.0) + lam.mean()).rsqrt()) @ evecs.T
     s0 = 1.0 / math.sqrt(_CURV)
 
@@ -352,30 +362,45 @@ def _logreg_layer(
         xm = xf.view(F, d + 1, K).permute(1, 0, 2)  # [d+1, F, K]
         return Pm @ xm[:d].reshape(d, F * K), s0 * xm[d]
 
-    def fun(xf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        V, b = weights(xf)
-        z = (sc.Zg @ V).view(n, F, K) + b
-        if K == 1:
-            loss = (torch.nn.functional.softplus(z) - y_bin * z)[:, :, 0]
-            G = torch.sigmoid(z) - y_bin
-        else:
-            if masked:
-                z = z + logit_mask
-            zmax = z.amax(2, keepdim=True)
-            e = torch.exp(z - zmax)
-            tot = e.sum(2, keepdim=True)
-            loss = (zmax + tot.log() - z.gather(2, y_index))[:, :, 0]
-            G = e.div_(tot).sub_(onehot)
-        fval = torch.where(on_train, loss, 0.0).mul_(Wt).sum(0)
-        G = G.mul_(Wt[:, :, None])
-        # Penalty on the standardised-space weights W_f = V_f / r_f.
-        W = V.view(d, F, K) * rinv
-        fval = fval + 0.5 * lam * W.square().sum((0, 2))
-        gU = Pm @ (sc.Zg.T @ G.view(n, F * K) + (lam3 * W * rinv).view(d, F * K))
-        grad = torch.cat([gU.view(d, F, K), s0 * G.sum(0, keepdim=True)], 0)
-        return fval, grad.permute(1, 0, 2).reshape(F, (d + 1) * K)
+    def make_fun(Z: torch.Tensor) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """Objective and gradient for all folds, computed in Z's precision (float32: the cheap stage)."""
+        dt = Z.dtype
+        Wt_, on_train_, lam_, lam3_, rinv_ = Wt.to(dt), on_train, lam.to(dt), lam3.to(dt), rinv.to(dt)
+        onehot_, y_bin_, logit_mask_ = onehot.to(dt), y_bin.to(dt), logit_mask.to(dt)
+        Pm_ = Pm.to(dt)
 
-    x, _ = _lbfgs(fun, torch.zeros(F, (d + 1) * K, dtype=_F64, device=dev), max_iter=max_iter, tol=tol)
+        def fun(xf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            xm = xf.to(dt).view(F, d + 1, K).permute(1, 0, 2)  # [d+1, F, K]
+            V = Pm_ @ xm[:d].reshape(d, F * K)
+            z = (Z @ V).view(n, F, K) + s0 * xm[d]
+            if K == 1:
+                loss = (torch.nn.functional.softplus(z) - y_bin_ * z)[:, :, 0]
+                G = torch.sigmoid(z) - y_bin_
+            else:
+                if masked:
+                    z = z + logit_mask_
+                zmax = z.amax(2, keepdim=True)
+                e = torch.exp(z - zmax)
+                tot = e.sum(2, keepdim=True)
+                loss = (zmax + tot.log() - z.gather(2, y_index))[:, :, 0]
+                G = e.div_(tot).sub_(onehot_)
+            fval = torch.where(on_train_, loss, 0.0).mul_(Wt_).sum(0, dtype=_F64)
+            G = G.mul_(Wt_[:, :, None])
+            # Penalty on the standardised-space weights W_f = V_f / r_f.
+            W = V.view(d, F, K) * rinv_
+            fval = fval + 0.5 * lam_ * W.square().sum((0, 2), dtype=_F64)
+            gU = Pm_ @ (Z.T @ G.view(n, F * K) + (lam3_ * W * rinv_).view(d, F * K))
+            grad = torch.cat([gU.view(d, F, K), s0 * G.sum(0, keepdim=True)], 0)
+            return fval, grad.permute(1, 0, 2).reshape(F, (d + 1) * K).to(_F64)
+
+        return fun
+
+    # Most of the way with float32 GEMMs (2-3x cheaper; their rounding, ~1e-7 in the logits, is far below
+    # the coarse tolerance), then float64 to the final tolerance from where float32 left off.
+    stages = [(make_fun(sc.Zg), tol, 64 * torch.finfo(_F64).eps)]
+    if tol < _COARSE_TOL:
+        stages.insert(0, (make_fun(sc.Z32), _COARSE_TOL, 1e-10))
+    x, _ = _lbfgs(stages, torch.zeros(F, (d + 1) * K, dtype=_F64, device=dev), max_iter=max_iter)
     V, b = weights(x)
     z = (sc.Zg @ V).view(n, F, K) + b
     out = []
@@ -393,13 +418,10 @@ def _logreg_layer(
 
 
 def _ridge_layer(
-    Xl: torch.Tensor, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], Cs: np.ndarray
+    sc: _Scaling, Wt: torch.Tensor, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], Cs: np.ndarray
 ) -> list[FoldPrediction]:
     """Closed-form ridge on per-fold standardised features: (Z'Z + I/C) w = Z'y on centred train rows."""
-    n, d = Xl.shape
-    dev = Xl.device
-    Wt = _train_weights(folds, n, dev)
-    sc = _Scaling(Xl, Wt)
+    d, dev = sc.Zg.shape[1], Wt.device
     yt = torch.from_numpy(y.astype(np.float64)).to(dev)
     gram_all = sc.Zg.T @ sc.Zg
     grams, rhs = [], []
@@ -548,7 +570,27 @@ def _mlp_chunk(
             b[p] = (torch.rand(b.shape[1:], generator=gen) * 2 - 1) * bound
     Ws = [W.to(dev).requires_grad_() for W in Ws]
     bs = [b.to(dev).requires_grad_() for b in bs]
-    opt = torch.optim.AdamW([{"params": Ws, "weight_decay": weight_decay}, {"params": bs, "weight_decay": 0.0}], lr=lr)
+    params = Ws + bs
+    decays = [weight_decay] * len(Ws) + [0.0] * len(bs)  # no decay on biases
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    n_steps = 0
+
+    def adamw_step() -> None:
+        """torch.optim.AdamW's update (betas 0.9/0.999, eps 1e-8), inlined: importing torch.optim pulls in
+        torch._dynamo, seconds of import time that dwarf a small probe."""
+        nonlocal n_steps
+        n_steps += 1
+        c1, c2 = 1 - 0.9**n_steps, 1 - 0.999**n_steps
+        with torch.no_grad():
+            for p, (m, v), wd in zip(params, moments, decays, strict=True):
+                g = p.grad
+                assert g is not None
+                if wd:
+                    p.mul_(1 - lr * wd)
+                m.lerp_(g, 0.1)
+                v.mul_(0.999).addcmul_(g, g, value=0.001)
+                p.addcdiv_(m, (v / c2).sqrt_().add_(1e-8), value=-lr / c1)
+                p.grad = None
 
     def forward(rows: torch.Tensor) -> torch.Tensor:
         """rows [F, B] -> outputs [P, B, out] for every layer's copy of those rows."""
@@ -580,7 +622,7 @@ def _mlp_chunk(
     best = torch.full((P,), math.inf, device=dev)
     best_epoch = torch.zeros(P, dtype=torch.long, device=dev)
     stopped = torch.zeros(P, dtype=torch.bool, device=dev)
-    snap = [t.detach().clone() for t in Ws + bs]
+    snap = [t.detach().clone() for t in params]
     for epoch in range(max_epochs):
         # Each fold walks its own shuffled fit rows; short folds wrap around to fill the last batch.
         order = np.stack(
@@ -589,22 +631,21 @@ def _mlp_chunk(
         order_t = torch.from_numpy(order).to(dev).view(F, steps, batch_size)
         full = torch.ones(F, batch_size, dtype=torch.bool, device=dev)
         for s in range(steps):
-            opt.zero_grad(set_to_none=True)
             losses(order_t[:, s], full).sum().backward()  # problems are independent: the sum splits
-            opt.step()
+            adamw_step()
         with torch.no_grad():
             val = losses(val_idx, val_mask)
             better = (val < best) & ~stopped
             best = torch.where(better, val, best)
             best_epoch = torch.where(better, epoch, best_epoch)
-            for keep, cur in zip(snap, Ws + bs, strict=True):
+            for keep, cur in zip(snap, params, strict=True):
                 keep.copy_(torch.where(better[:, None, None], cur.detach(), keep))
             stopped |= epoch - best_epoch >= patience
         if bool(stopped.all()):
             break
 
     with torch.no_grad():
-        for cur, keep in zip(Ws + bs, snap, strict=True):
+        for cur, keep in zip(params, snap, strict=True):
             cur.copy_(keep)
         te_idx, _ = _pad_rows([te for _, te in folds])
         out = forward(te_idx.to(dev)).view(Lc, F, te_idx.shape[1], -1)
@@ -643,10 +684,10 @@ def tune_probe(
     Trials are scored by an `inner_folds`-fold CV (stratified for classification) over the outer fold's
     train rows, which are sliced out first: the outer test rows are never read, not even their features.
     Scores: mean inner log-loss (classification) or MSE (regression), lower is better, because they rank
-    regularisation strengths more smoothly than accuracy does. Optuna's TPE sampler is seeded per outer
-    fold. Returns one dict per outer fold whose keys are `probe_layers` keyword arguments: {"C": ...} for
-    logreg (pass `C=[p["C"] for p in params]` to use them all at once), {"hidden", "weight_decay", "lr"}
-    for mlp.
+    regularisation strengths more smoothly than accuracy does. Every outer fold's Optuna TPE sampler gets
+    the same seed, so a fold's choice depends on its own rows only, not on its position in `folds`.
+    Returns one dict per outer fold whose keys are `probe_layers` keyword arguments: {"C": ...} for logreg
+    (pass `C=[p["C"] for p in params]` to use them all at once), {"hidden", "weight_decay", "lr"} for mlp.
     """
     import optuna
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -663,7 +704,7 @@ def tune_probe(
     old_verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        for o, (train, _) in enumerate(checked):
+        for train, _ in checked:
             Xo = np.asarray(X2[train], dtype=np.float32)  # the only rows this fold's search ever sees
             yo = y_all[train]
             splitter = (
@@ -685,7 +726,7 @@ def tune_probe(
                 preds = probe_layers(Xo, yo, inner, task_type, kind, seed=seed, max_iter=max_iter, **params)[0]
                 return _inner_score(preds, yo, task_type)
 
-            study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed + o))
+            study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
             study.optimize(objective, n_trials=n_trials)
             best = dict(study.best_params)
             if kind == "mlp":

@@ -158,7 +158,10 @@ def test_layers_subset() -> None:
     for layer in (0, 2):
         for a, b in zip(full[layer], sub[layer], strict=True):
             np.testing.assert_allclose(a.proba, b.proba, atol=1e-12)
-    two_d = probe_layers(X[:, 2], y, folds, "classification")
+    X2 = np.ascontiguousarray(X[:, 2], dtype=np.float64)
+    before = X2.copy()
+    two_d = probe_layers(X2, y, folds, "classification")
+    np.testing.assert_array_equal(X2, before)  # the caller's array is never standardised in place
     assert list(two_d) == [0]
     np.testing.assert_allclose(two_d[0][1].proba, full[2][1].proba, atol=1e-12)
     with pytest.raises(BiofmError, match="out of range"):

@@ -4,21 +4,28 @@ Nucleotide-Transformer-style probing fits one small supervised model per (layer,
 one at a time with scikit-learn repeats the same work over and over: every fold of a layer reads the
 same matrix, and every fit starts cold on an ill-conditioned problem. Here:
 
-* **logreg, classification**: every fold of a layer is solved at once by a batched L-BFGS in float64
-  (one GEMM serves all folds; per-fold train masks, never per-fold copies). Each problem keeps its own
-  history, step and line search, so they converge independently and exactly like separate fits would.
+* **logreg, classification**: all folds of a layer are solved at once by a batched L-BFGS (one GEMM
+  serves every fold; per-fold train masks, never per-fold copies of the data). Each problem keeps its
+  own history, step and line search, so they converge independently, as separate fits would.
   The objective is scikit-learn's `LogisticRegression(C=C)` on per-fold `StandardScaler` features:
   sum of log-losses + ||W||² / (2C), intercept unpenalised, binomial for two classes and multinomial
   otherwise. It is solved in a change of variables, W = P·U with P ≈ (Hessian)^-1/2 built from the
-  layer's feature covariance, so L-BFGS sees a problem close to the identity and needs few steps. A
-  change of variables moves the path, not the minimiser, so P may be built from all rows (no labels)
-  without leaking anything into a fold's fit.
-* **logreg, regression**: ridge in closed form, batched over folds. The loss is the Gaussian negative
-  log-likelihood ½·Σ(y-ŷ)² + ||w||² / (2C), the same shape as the logistic objective, which equals
-  scikit-learn's `Ridge(alpha=1/C)` (Σ(y-ŷ)² + alpha·||w||²); C=1 is Ridge's default alpha=1.
-* **mlp**: one weight tensor [layers×folds, ...] per MLP layer, trained with AdamW through `torch.bmm`,
-  so every (layer, fold) network takes its step in the same kernels; early stopping per network on a
-  validation split carved from its fold's train rows.
+  layer's feature covariance, so L-BFGS sees a problem close to the identity and needs 10-25 steps
+  where sklearn's lbfgs needs ~100 for a looser tolerance. A change of variables moves the path, not
+  the minimiser, so P may be built from all rows (no labels) without leaking anything into a fold's
+  fit. Products run in float32 until the gradient is small, then in float64 to the final tolerance.
+  Layers go one after another rather than stacked with the folds: the GEMM per layer is the same
+  either way, memory stays at one layer, and each layer stops as soon as its own folds converge.
+* **logreg, regression**: ridge in closed form on the same per-fold standardised features, batched over
+  folds, intercept unpenalised. The loss is the Gaussian negative log-likelihood ½·Σ(y-ŷ)² + ||w||²/(2C),
+  the same shape as the logistic objective, which is scikit-learn's `Ridge(alpha=1/C)`
+  (Σ(y-ŷ)² + alpha·||w||², i.e. twice ours); so C means the same thing for both, and C=1 is Ridge's
+  default alpha=1.
+* **mlp**: one weight tensor [layers×folds, ...] per MLP layer, trained with AdamW (decay on weights,
+  not biases) through `torch.baddbmm`, so every (layer, fold) network takes its step in the same
+  kernels. Features are standardised per fold (train rows); each network stops early on its own
+  validation split, carved (stratified, for classification) from its fold's train rows, and keeps its
+  best-validation weights. Regression targets are standardised per fold and mapped back.
 
 `tune_probe` picks hyperparameters per outer fold with Optuna, scoring trials by an inner CV run on
 that fold's train rows only: it slices them out before anything else, so test rows cannot leak in.
@@ -194,7 +201,8 @@ class _Scaling:
 
     def __init__(self, X3: np.ndarray, layer: int, Wt: torch.Tensor) -> None:
         eps = torch.finfo(_F64).eps
-        Zg = torch.from_numpy(X3[:, layer, :]).to(device=Wt.device, dtype=_F64, memory_format=torch.contiguous_format)
+        # Always a copy (standardised in place below; the caller's array, or memmap, stays untouched).
+        Zg = torch.from_numpy(np.array(X3[:, layer, :], dtype=np.float64)).to(Wt.device)
         var_all, mean_all = torch.var_mean(Zg, 0, correction=0)
         if not bool(torch.isfinite(var_all).all()):  # a NaN/inf anywhere in a column survives into its variance
             raise BiofmError(f"embeddings of layer {layer} contain NaN or infinite values")
@@ -365,9 +373,8 @@ def _logreg_layer(
     def make_fun(Z: torch.Tensor) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """Objective and gradient for all folds, computed in Z's precision (float32: the cheap stage)."""
         dt = Z.dtype
-        Wt_, on_train_, lam_, lam3_, rinv_ = Wt.to(dt), on_train, lam.to(dt), lam3.to(dt), rinv.to(dt)
+        Wt_, lam_, lam3_, rinv_, Pm_ = Wt.to(dt), lam.to(dt), lam3.to(dt), rinv.to(dt), Pm.to(dt)
         onehot_, y_bin_, logit_mask_ = onehot.to(dt), y_bin.to(dt), logit_mask.to(dt)
-        Pm_ = Pm.to(dt)
 
         def fun(xf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             xm = xf.to(dt).view(F, d + 1, K).permute(1, 0, 2)  # [d+1, F, K]
@@ -384,7 +391,7 @@ def _logreg_layer(
                 tot = e.sum(2, keepdim=True)
                 loss = (zmax + tot.log() - z.gather(2, y_index))[:, :, 0]
                 G = e.div_(tot).sub_(onehot_)
-            fval = torch.where(on_train_, loss, 0.0).mul_(Wt_).sum(0, dtype=_F64)
+            fval = torch.where(on_train, loss, 0.0).mul_(Wt_).sum(0, dtype=_F64)
             G = G.mul_(Wt_[:, :, None])
             # Penalty on the standardised-space weights W_f = V_f / r_f.
             W = V.view(d, F, K) * rinv_
@@ -431,9 +438,9 @@ def _ridge_layer(
         # Most rows are train rows: subtract the few others from the full Gram instead of rebuilding it.
         Zo = sc.Zg[~on]
         gram = gram_all - Zo.T @ Zo - n_f * torch.outer(sc.mean[f], sc.mean[f])
-        y_mean = yt[on].mean()
+        resid = torch.where(on, yt - yt[on].mean(), 0.0)
         grams.append(gram * torch.outer(sc.r[f], sc.r[f]) + torch.eye(d, dtype=_F64, device=dev) / Cs[f])
-        rhs.append(sc.r[f] * (sc.Zg[on].T @ (yt[on] - y_mean)))
+        rhs.append(sc.r[f] * (sc.Zg.T @ resid))
     w = torch.linalg.solve(torch.stack(grams), torch.stack(rhs)[:, :, None])[:, :, 0]  # [F, d]
     out = []
     for f, (_, te) in enumerate(folds):
@@ -705,7 +712,7 @@ def tune_probe(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         for train, _ in checked:
-            Xo = np.asarray(X2[train], dtype=np.float32)  # the only rows this fold's search ever sees
+            Xo = np.asarray(X2[train])  # the only rows this fold's search ever sees
             yo = y_all[train]
             splitter = (
                 StratifiedKFold(inner_folds, shuffle=True, random_state=seed)
@@ -743,8 +750,8 @@ def _inner_score(preds: list[FoldPrediction], y: np.ndarray, task_type: TaskType
         yt = y[p.test_idx]
         if task_type == "classification":
             assert p.proba is not None
-            col = np.where(yt < p.proba.shape[1], yt, 0).astype(np.int64)
-            scores.append(float(-np.log(np.clip(p.proba[np.arange(len(yt)), col], 1e-15, None)).mean()))
+            picked = p.proba[np.arange(len(yt)), yt.astype(np.int64)]
+            scores.append(float(-np.log(np.clip(picked, 1e-15, None)).mean()))
         else:
             scores.append(float(np.mean((p.pred - yt) ** 2)))
     return float(np.mean(scores))

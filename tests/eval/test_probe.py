@@ -135,8 +135,8 @@ def test_mlp_learns_and_is_deterministic() -> None:
     kw2 = {**kw, "hidden": (16, 8)}
     full = probe_layers(X, y, folds, "classification", "mlp", **kw2)
     only = probe_layers(X, y, folds, "classification", "mlp", layers=[-1], **kw2)
-    assert list(only) == [1]
-    for pf, po in zip(full[1], only[1], strict=True):
+    assert list(only) == [-1]  # keyed as asked
+    for pf, po in zip(full[1], only[-1], strict=True):
         np.testing.assert_allclose(pf.proba, po.proba, atol=1e-6)
 
 
@@ -164,6 +164,9 @@ def test_layers_subset() -> None:
     np.testing.assert_array_equal(X2, before)  # the caller's array is never standardised in place
     assert list(two_d) == [0]
     np.testing.assert_allclose(two_d[0][1].proba, full[2][1].proba, atol=1e-12)
+    both = probe_layers(X, y, folds, "classification", layers=[-1, 2])
+    assert list(both) == [-1, 2]
+    np.testing.assert_array_equal(both[-1][0].proba, both[2][0].proba)
     with pytest.raises(BiofmError, match="out of range"):
         probe_layers(X, y, folds, "classification", layers=[3])
 

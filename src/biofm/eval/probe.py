@@ -79,7 +79,7 @@ def probe_layers(
 
     X is [n_examples, n_layers, dim] (a 2-D array is one layer); it may be a float16/float32 memmap, since
     only one layer (logreg) or a bounded chunk of layers (mlp) is materialised at a time. Result keys are
-    non-negative layer indices (a negative entry in `layers` counts from the end).
+    the entries of `layers` as given (negative ones count from the end), or 0..n_layers-1.
 
     C: inverse L2 strength for logreg/ridge, one value or one per fold (which is what `tune_probe` picks).
     max_iter: L-BFGS iterations for logreg (default 1000), epochs for mlp (default 200).
@@ -95,29 +95,32 @@ def probe_layers(
     folds = _check_folds(folds, n)
     n_classes = _check_labels(y, task_type)
     Cs = _per_fold(C, len(folds))
-    sel = _check_layers(layers, n_layers)
+    keys = list(range(n_layers)) if layers is None else [int(layer) for layer in layers]
+    sel = list(dict.fromkeys(_check_layers(keys, n_layers)))  # distinct, in order
     dev = torch.device(device)
 
+    by_layer: dict[int, list[FoldPrediction]] = {}
     if kind == "logreg":
-        out: dict[int, list[FoldPrediction]] = {}
         Wt = _train_weights(folds, n, dev)
         for layer in sel:
             sc = _Scaling(X3, layer, Wt)
             if task_type == "classification":
-                out[layer] = _logreg_layer(sc, Wt, y, folds, n_classes, Cs, max_iter or 1000, tol)
+                by_layer[layer] = _logreg_layer(sc, Wt, y, folds, n_classes, Cs, max_iter or 1000, tol)
             else:
-                out[layer] = _ridge_layer(sc, Wt, y, folds, Cs)
-        return out
-    if kind == "mlp":
+                by_layer[layer] = _ridge_layer(sc, Wt, y, folds, Cs)
+    elif kind == "mlp":
         if not hidden or any(h < 1 for h in hidden):
             raise BiofmError(f"mlp probe needs at least one hidden layer of positive width, got {hidden}")
         if not 0.0 < val_fraction < 1.0:
             raise BiofmError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        return _mlp_probe(
+        by_layer = _mlp_probe(
             X3, y, folds, task_type, n_classes, sel, hidden, max_iter or 200, seed, lr, weight_decay,
             batch_size, patience, val_fraction, dev,
         )  # fmt: skip
-    raise BiofmError(f"unknown probe kind {kind!r}; expected 'logreg' or 'mlp'")
+    else:
+        raise BiofmError(f"unknown probe kind {kind!r}; expected 'logreg' or 'mlp'")
+    # Keyed as the caller named them, so `res[layer] for layer in layers` works with -1 too.
+    return {key: by_layer[key + n_layers if key < 0 else key] for key in keys}
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -167,9 +170,7 @@ def _per_fold(C: float | Sequence[float], n_folds: int) -> np.ndarray:
     return Cs
 
 
-def _check_layers(layers: list[int] | None, n_layers: int) -> list[int]:
-    if layers is None:
-        return list(range(n_layers))
+def _check_layers(layers: list[int], n_layers: int) -> list[int]:
     sel = []
     for layer in layers:
         idx = layer + n_layers if layer < 0 else layer

@@ -54,7 +54,7 @@ def demo_eval_config(run_dir: Path, overrides: list[str] | None = None) -> Evalu
 
 
 def run_demo(out: Path, overrides: list[str] | None = None, eval_overrides: list[str] | None = None,
-             evaluate: bool = False) -> Path:
+             evaluate: bool = True) -> Path:
     from biofm.eval.evaluate import run_evaluation
     from biofm.eval.report import verdict_table_html
 

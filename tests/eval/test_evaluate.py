@@ -78,3 +78,26 @@ def test_no_task_is_an_error(setup, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--model", str(setup / "model"), "--out", str(setup / "x")])
     assert exc.value.code == 2 and "--task" in capsys.readouterr().err
+
+
+def test_too_long_sequences_error_then_windows(setup, capsys):
+    long_csv = setup / "long.csv"
+    rows = [f"{'ACGT' * 40}{'G' * (i % 2)},{i % 2}" for i in range(40)]  # 160+ bp = 80+ 2-mers > 63 tokens
+    long_csv.write_text("sequence,label\n" + "\n".join(rows) + "\n")
+    task = setup / "long.yaml"
+    task.write_text(yaml.safe_dump({"name": "long", "type": "classification", "table": "long.csv"}))
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--model", str(setup / "model"), "--task", str(task), "--out", str(setup / "l"),
+              "--folds", "2", "--set", "baselines.run=[kmer_logreg]", "--set", f"cache_dir={setup / 'cache'}"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "long_sequences: windows" in err and "long.yaml" in err
+    task.write_text(yaml.safe_dump({"name": "long", "type": "classification", "table": "long.csv",
+                                    "long_sequences": "windows"}))
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--model", str(setup / "model"), "--task", str(task), "--out", str(setup / "l"),
+              "--folds", "2", "--set", "probes.kinds=[logreg]", "--set", "probes.tune_trials=3",
+              "--set", "finetune.methods=[]", "--set", "baselines.run=[kmer_logreg]",
+              "--set", f"cache_dir={setup / 'cache'}"])
+    assert exc.value.code in (0, None)
+    res = json.loads((setup / "l" / "results.json").read_text())
+    assert {m["name"] for m in res["methods"]} == {"probe-logreg-mean", "probe-logreg-cls", "baseline-kmer_logreg"}

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from biofm.config import Schema
 from biofm.dna.baselines import BASELINES, BaselineConfig
+from biofm.errors import BiofmError
 from biofm.eval.finetune import FinetuneConfig, finetune
 from biofm.eval.folds import make_folds, validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics, summarise
@@ -58,7 +59,7 @@ def _scored(name: str, kind: str, task: Task, preds: list[FoldPrediction], secon
 
 
 def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cfg: EvaluateConfig) -> list[dict]:
-    from biofm.eval.probe import probe_layers
+    from biofm.eval.probe import probe_layers, tune_probe
 
     metric = HEADLINE[task.type]
     out = []
@@ -68,7 +69,15 @@ def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cf
             t0 = time.perf_counter()
             X = np.asarray(emb[pooling])
             layers = cfg.probes.layers or list(range(X.shape[1]))
-            kw = {"C": cfg.probes.C, "hidden": tuple(cfg.probes.mlp_hidden), "seed": cfg.seed, "layers": layers}
+            kw: dict[str, Any] = {"C": cfg.probes.C, "hidden": tuple(cfg.probes.mlp_hidden), "seed": cfg.seed,
+                                  "layers": layers}
+            if cfg.probes.tune_trials and kind == "logreg":
+                # Optuna TPE picks C per outer fold from that fold's training rows only (inner CV on the
+                # last layer); the same per-fold C then serves every layer. MLP settings are not tuned:
+                # different hidden sizes cannot share one batched solve.
+                tuned = tune_probe(X[:, layers[-1]], task.labels, folds, task.type, "logreg",
+                                   cfg.probes.tune_trials, cfg.seed)
+                kw["C"] = [float(t["C"]) for t in tuned]
             outer = probe_layers(X, task.labels, folds, task.type, kind, **kw)
             on_val = probe_layers(X, task.labels, inner, task.type, kind, **kw)
             # per-layer scores on the test folds, for the per-layer plot only
@@ -85,6 +94,19 @@ def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cf
     return out
 
 
+def _check_context(task: Task, tok, max_tokens: int, long_mode: str) -> None:
+    """Inputs longer than the model's context are an error unless the task says how to cut them."""
+    lengths = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in task.inputs]
+    limit = max_tokens - 1  # <cls>
+    n_long = sum(n > limit for n in lengths)
+    if n_long and long_mode == "error":
+        raise BiofmError(
+            f"{task.source}: {n_long} of {len(lengths)} sequences are longer than the model's context "
+            f"({limit} tokens; the longest has {max(lengths)}); add `long_sequences: truncate` or "
+            f"`long_sequences: windows` to the task file"
+        )
+
+
 def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model=None, tok=None) -> dict[str, Any]:
     folds = make_folds(task, cfg.folds, cfg.seed)
     methods: list[dict] = []
@@ -92,7 +114,8 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
         from biofm.eval.embeddings import cached_embeddings
 
         max_tokens = int(getattr(model.config, "max_position_embeddings", 512))
-        long_mode = task.meta.get("long_sequences", "truncate")
+        long_mode = task.meta.get("long_sequences") or "error"
+        _check_context(task, tok, max_tokens, long_mode)
         t0 = time.perf_counter()
         emb = cached_embeddings(model, tok, model_dir, list(task.inputs), max_tokens=max_tokens, long_mode=long_mode,
                                 batch_size=cfg.embed_batch_size, cache_dir=cfg.cache_dir)

@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from biofm.data.blocks import cache_root, file_fingerprint
+from biofm.eval.batching import pad_batches
 from biofm.io.atomic import atomic_path, write_json
 from biofm.models.mlm import split_mlm
 
@@ -61,13 +62,7 @@ def layer_embeddings_all(
     cls = np.zeros_like(mean)
     counts = np.zeros(len(inputs))
     pad = tok.pad_token_id
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(pieces[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, : len(pieces[i])] = torch.tensor(pieces[i])
-        mask = (ids != pad).long()
+    for idx, ids, mask in pad_batches(pieces, order, pad, batch_size):
         out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         states = torch.stack(out.hidden_states, dim=1).float()  # [B, layers+1, L, H]
         m = mask[:, None, :, None].float()

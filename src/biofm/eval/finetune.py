@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from biofm.config import Schema
+from biofm.eval.batching import pad_batches
 from biofm.eval.folds import validation_split
 from biofm.eval.types import Fold, FoldPrediction, Task
 
@@ -60,16 +61,6 @@ def _adapter(method: str, model_type: str, cfg: FinetuneConfig):
                       target_modules=t["lora"], modules_to_save=t["head"])
 
 
-def _batches(ids: list[list[int]], idx: np.ndarray, pad: int, size: int):
-    for s in range(0, len(idx), size):
-        part = idx[s:s + size]
-        width = max(len(ids[i]) for i in part)
-        x = torch.full((len(part), width), pad, dtype=torch.long)
-        for r, i in enumerate(part):
-            x[r, : len(ids[i])] = torch.tensor(ids[i])
-        yield part, x, (x != pad).long()
-
-
 def _loss(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
     if task.type == "classification":
         return F.cross_entropy(logits, y, reduction="sum")
@@ -99,7 +90,7 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
         best, best_state, bad = float("inf"), None, 0
         for _epoch in range(cfg.epochs):
             model.train()
-            for part, x, m in _batches(ids, rng.permutation(fit_idx), pad, cfg.batch_size):
+            for part, x, m in pad_batches(ids, rng.permutation(fit_idx), pad, cfg.batch_size):
                 loss = _loss(model(input_ids=x, attention_mask=m).logits, labels[part], task) / len(part)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -122,7 +113,7 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
 def _evaluate_loss(model, ids, idx, labels, task, pad, size) -> float:
     model.eval()
     total = 0.0
-    for part, x, m in _batches(ids, idx, pad, size):
+    for part, x, m in pad_batches(ids, idx, pad, size):
         total += float(_loss(model(input_ids=x, attention_mask=m).logits, labels[part], task))
     return total / max(len(idx), 1)
 
@@ -130,7 +121,7 @@ def _evaluate_loss(model, ids, idx, labels, task, pad, size) -> float:
 @torch.no_grad()
 def _predict(model, ids, idx, task, pad, size, fold) -> FoldPrediction:
     model.eval()
-    logits = torch.cat([model(input_ids=x, attention_mask=m).logits for _, x, m in _batches(ids, idx, pad, size)])
+    logits = torch.cat([model(input_ids=x, attention_mask=m).logits for _, x, m in pad_batches(ids, idx, pad, size)])
     if task.type == "classification":
         proba = logits.float().softmax(-1).numpy()
         return FoldPrediction(fold, idx, proba.argmax(1), proba)

@@ -51,8 +51,12 @@ def pretrain(
 def _print_outcome(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     health = summary.get("health", {})
-    console.print(f"final eval loss {summary['final_eval_loss']:.4f} nats/token; unigram baseline "
-                  f"{summary['baseline_unigram']:.4f}; uniform {summary['baseline_uniform']:.4f}")
+    ref = summary.get("baseline_reference", "unigram")
+    others = [k[9:] for k in summary if k.startswith("baseline_") and k[9:] not in (ref, "reference")
+              and "_bits_per_" not in k]
+    console.print(f"final eval loss {summary['final_eval_loss']:.4f}; {ref} baseline "
+                  f"{summary[f'baseline_{ref}']:.4f}; " + "; ".join(f"{o} {summary[f'baseline_{o}']:.4f}"
+                                                               for o in others))
     console.print(f"health: [bold]{health.get('verdict', '?')}[/bold]; {summary['tokens_per_s']:,.0f} tokens/s")
     console.print(f"run folder: {run_dir}   report: {run_dir / 'report.html'}")
 

@@ -6,13 +6,14 @@ trainer, health verdict, plots, report — is shared.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
+from transformers import PreTrainedModel
 
 from biofm import config as cfgmod
 from biofm.config import Schema
@@ -21,26 +22,27 @@ from biofm.errors import BiofmError
 from biofm.health.doctor import diagnose
 from biofm.health.plots import plot_loss
 from biofm.io.atomic import atomic_path, write_json
-from biofm.models.presets import build_config, build_model, get_preset
+from biofm.models.presets import Preset, build_config, build_model, get_preset
 from biofm.report.html import write_report
 from biofm.train.config import TrainConfig
 from biofm.train.loop import TrainData, Trainer, TrainingDiverged
-from biofm.train.masking import MaskSpec
+from biofm.train.objectives import Objective
 
 
 class ModelConfig(Schema):
     preset: str = "tiny"
+    arch: str | None = Field(None, description="override the preset's architecture: modernbert, esm, bert, gpt2, "
+                                               "llama (the preset then only gives the shape)")
     block_tokens: int | None = Field(None, ge=8, description="tokens per block incl. <cls>; default preset's context")
     overrides: dict[str, Any] = Field(default_factory=dict, description="transformers config fields to change")
+    init_from: str | None = Field(None, description="continue from this local Hugging Face model folder "
+                                                    "(safetensors only); its tokenizer is reused")
 
 
-class PretrainConfig(Schema):
+class PretrainBase(Schema):
     name: str = "run"
     run_dir: str | None = Field(None, description="default runs/NAME under the working directory")
     seed: int = 0
-    modality: Literal["dna"] = "dna"
-    data: DnaDataConfig
-    tokenizer: KmerTokenizerConfig = Field(default_factory=KmerTokenizerConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
@@ -48,36 +50,65 @@ class PretrainConfig(Schema):
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
 
+class PretrainConfig(PretrainBase):
+    """DNA (the default modality); cells and text have their own schemas, picked by `modality`."""
+
+    modality: Literal["dna"] = "dna"
+    data: DnaDataConfig
+    tokenizer: KmerTokenizerConfig = Field(default_factory=KmerTokenizerConfig)
+
+
 @dataclass
 class Prepared:
-    tokenizer: Any  # has .save(path), .vocab_size, ids of specials
+    tokenizer: Any  # has .save(path), .vocab_size and the ids of its specials
+    objective: Objective  # wraps the model
     data: TrainData
     meta: dict[str, Any]
 
 
-def prepare_dna(cfg: PretrainConfig, block: int) -> Prepared:
-    from biofm.data.blocks import unigram_logp
-    from biofm.dna.data import build_blocks
-    from biofm.dna.tokenizer import KmerTokenizer
-
-    tok = KmerTokenizer.load(cfg.tokenizer.path) if cfg.tokenizer.path else KmerTokenizer(cfg.tokenizer.k)
-    blocks = build_blocks(cfg.data, tok, block, cfg.seed)
-    special = np.asarray(sorted(tok.special_ids))
-    real = np.setdiff1d(np.arange(tok.vocab_size), special)
-    data = TrainData(
-        train_ids=blocks.train, eval_ids=blocks.val,
-        mask=MaskSpec(mask_id=tok.mask_id, special_ids=tuple(int(i) for i in special), random_ids=real,
-                      prob=cfg.train.mask_prob),
-        pad_id=tok.pad_id, unigram_logp=unigram_logp(blocks.counts, real), n_real_tokens=len(real),
-        token_units=tok.token_bases, unit_name="base",
-    )
-    return Prepared(tok, data, {"dataset": str(blocks.path), **blocks.meta})
+@dataclass(frozen=True)
+class Modality:
+    schema: str  # "module:Class" of the config schema
+    prepare: str  # "module:function(cfg, preset, block) -> Prepared"
 
 
-PREPARE = {"dna": prepare_dna}
+MODALITIES: dict[str, Modality] = {
+    "dna": Modality("biofm.pretrain:PretrainConfig", "biofm.dna.pretrain:prepare"),
+    "cells": Modality("biofm.cells.pretrain:CellPretrainConfig", "biofm.cells.pretrain:prepare"),
+    "text": Modality("biofm.text.pretrain:TextPretrainConfig", "biofm.text.pretrain:prepare"),
+}
 
 
-def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+def _resolve(ref: str) -> Any:
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def schema_for(modality: str) -> type[PretrainBase]:
+    if modality not in MODALITIES:
+        raise BiofmError(f"modality {modality!r}: choose one of {', '.join(MODALITIES)}")
+    return _resolve(MODALITIES[modality].schema)
+
+
+def new_model(cfg: PretrainBase, preset: Preset, tok: Any, block: int, *, type_vocab_size: int = 2,
+              default_arch: str | None = None) -> PreTrainedModel:
+    """A fresh model of the preset's shape for this tokenizer, or the `model.init_from` checkpoint."""
+    if cfg.model.init_from:
+        from biofm.models.load import load_pretrained
+
+        model = load_pretrained(cfg.model.init_from)
+        if model.config.vocab_size < tok.vocab_size:
+            raise BiofmError(f"{cfg.model.init_from}: the model has {model.config.vocab_size} token rows but the "
+                             f"tokenizer {tok.vocab_size}; continue with the model's own tokenizer")
+        return model
+    model_cfg = build_config(preset, vocab_size=tok.vocab_size, pad_id=tok.pad_id, mask_id=tok.mask_id,
+                             cls_id=tok.cls_id, eos_id=tok.eos_id, max_len=max(block, preset.max_len),
+                             overrides=cfg.model.overrides, arch=cfg.model.arch or default_arch,
+                             type_vocab_size=type_vocab_size)
+    return build_model(model_cfg, seed=cfg.seed)
+
+
+def run(cfg: PretrainBase, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     import torch
     from accelerate import PartialState
 
@@ -98,16 +129,13 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
         run_dir.mkdir(parents=True, exist_ok=True)
         cfgmod.save(cfg, run_dir / "config.yaml")
     with dist.main_process_first():  # rank 0 tokenises; the others then find the cache
-        prepared = PREPARE[cfg.modality](cfg, block)
+        prepared = _resolve(MODALITIES[cfg.modality].prepare)(cfg, preset, block)
     tok = prepared.tokenizer
     if dist.is_main_process:
         with atomic_path(run_dir / "tokenizer", is_dir=True) as tmp:
             tok.save(tmp)
-    model_cfg = build_config(preset, vocab_size=tok.vocab_size, pad_id=tok.pad_id, mask_id=tok.mask_id,
-                             cls_id=tok.cls_id, eos_id=tok.eos_id, max_len=max(block, preset.max_len),
-                             overrides=cfg.model.overrides)
-    model = build_model(model_cfg, seed=cfg.seed)
-    trainer = Trainer(model, cfg.train, prepared.data, run_dir, seed=cfg.seed, progress=progress)
+        write_json(run_dir / "data.json", prepared.meta)
+    trainer = Trainer(prepared.objective, cfg.train, prepared.data, run_dir, seed=cfg.seed, progress=progress)
     try:
         summary = trainer.fit(resume=resume)
         summary["status"] = "finished"
@@ -119,9 +147,8 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     summary["data"] = prepared.meta
     summary["preset"] = preset.name
     if trainer.is_main:
-        final = trainer.acc.unwrap_model(trainer.objective).model
         with atomic_path(run_dir / "model", is_dir=True) as tmp:
-            final.save_pretrained(tmp)
+            trainer.unwrapped.save_pretrained(tmp)
             tok.save(tmp)
         write_json(run_dir / "summary.json", summary)
         finish_run(run_dir)
@@ -145,8 +172,28 @@ def finish_run(run_dir: Path, sections: list[tuple[str, str]] | None = None) -> 
 
 
 
-def load_config(path: str | Path | None, overrides: list[str]) -> PretrainConfig:
-    return cfgmod.load(PretrainConfig, path, overrides)
+def load_config(path: str | Path | None, overrides: list[str]) -> PretrainBase:
+    """Read a pretraining YAML; its `modality` (default dna) picks the schema."""
+    data = cfgmod.read_yaml(path) if path is not None else {}
+    data = cfgmod.apply_overrides(data, overrides)
+    return build_config_for(data, str(path) if path is not None else "config")
 
 
-__all__ = ["PretrainConfig", "finish_run", "load_config", "run"]
+def build_config_for(data: dict[str, Any], source: str) -> PretrainBase:
+    modality = data.get("modality", "dna")
+    if modality not in MODALITIES:
+        raise BiofmError(f"{source}: modality {modality!r}: choose one of {', '.join(MODALITIES)}")
+    return cfgmod.build(schema_for(modality), data, source)
+
+
+__all__ = [
+    "MODALITIES",
+    "Prepared",
+    "PretrainBase",
+    "PretrainConfig",
+    "build_config_for",
+    "finish_run",
+    "load_config",
+    "new_model",
+    "run",
+]

@@ -10,6 +10,7 @@ from biofm.models.presets import Preset, build_config, build_model
 from biofm.train.config import TrainConfig
 from biofm.train.loop import TrainData, Trainer, TrainingDiverged
 from biofm.train.masking import MaskSpec
+from biofm.train.objectives import MaskedLMObjective
 
 VOCAB = 12  # 0 unk 1 pad 2 mask 3 cls 4 eos, 5..11 real
 PRESET = Preset("test", "modernbert", layers=1, hidden=32, heads=2, ffn=64, max_len=64)
@@ -25,13 +26,16 @@ def _blocks(n, length=32, seed=0):
     return ids.astype(np.int16)
 
 
-def _data():
+def _objective(model):
     real = np.arange(5, VOCAB)
     logp = np.full(VOCAB, -30.0)
     logp[real] = np.log(1 / len(real))
-    return TrainData(train_ids=_blocks(64), eval_ids=_blocks(16, seed=1),
-                     mask=MaskSpec(mask_id=2, special_ids=(0, 1, 2, 3, 4), random_ids=real),
-                     pad_id=1, unigram_logp=logp, n_real_tokens=len(real), token_units=np.ones(VOCAB))
+    mask = MaskSpec(mask_id=2, special_ids=(0, 1, 2, 3, 4), random_ids=real)
+    return MaskedLMObjective(model, mask, pad_id=1, unigram_logp=logp, token_units=np.ones(VOCAB), unit_name="base")
+
+
+def _data():
+    return TrainData(train=_blocks(64), eval=_blocks(16, seed=1), seq_len=32)
 
 
 def _trainer(tmp_path, **overrides):
@@ -39,7 +43,7 @@ def _trainer(tmp_path, **overrides):
                 log_every=1, eval_every=3, checkpoint_every=3, keep_checkpoints=3, schedule="cosine")
     cfg = TrainConfig(**{**base, **overrides})
     model = build_model(build_config(PRESET, vocab_size=VOCAB, pad_id=1, mask_id=2, cls_id=3, eos_id=4), seed=0)
-    return Trainer(model, cfg, _data(), tmp_path, seed=0, progress=False)
+    return Trainer(_objective(model), cfg, _data(), tmp_path, seed=0, progress=False)
 
 
 def _rows(path):
@@ -66,8 +70,8 @@ def test_loss_normalised_by_global_target_count_not_mean_of_micro_means(tmp_path
     # the same 8 samples in one pass: the loss must be identical
     t2 = _trainer(tmp_path / "b", micro_batch_size=8)
     out2 = t2.train_step()
-    assert out["count"] == out2["count"]
-    loss, loss2 = float(out["loss_sum"]) / out["count"], float(out2["loss_sum"]) / out2["count"]
+    assert out["counts"] == out2["counts"]
+    loss, loss2 = t.weighted_loss(out["sums"], out["counts"])[0], t2.weighted_loss(out2["sums"], out2["counts"])[0]
     assert loss == pytest.approx(loss2, rel=1e-5)
 
 
@@ -119,7 +123,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     def poisoned(self):
         out = original(self)
         if self.state.step >= 5:
-            out["loss_sum"] = out["loss_sum"] * float("nan")
+            out["sums"] = out["sums"] * float("nan")
         return out
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)

@@ -1,8 +1,9 @@
 """The training-health verdict: did the model learn anything about context?
 
 A masked-token loss means nothing on its own. The verdict compares the honest eval loss (every
-selected token replaced by <mask>) with the unigram baseline on the same targets, using the paired
-per-token difference and its standard error, and looks at the curve for divergence and plateaus.
+target hidden from the input) with the strongest context-free baseline the objective offers on the
+same targets (the unigram for tokens; each gene's own value distribution for cells), using the paired
+per-target difference and its standard error, and looks at the curve for divergence and plateaus.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from biofm.errors import BiofmError
 
 LEARNING = "learning"
-NOT_BELOW = "not below the unigram baseline"
+NOT_BELOW = "not below the context-free baseline"
 DIVERGING = "diverging"
 PLATEAUED = "plateaued"
 
@@ -53,11 +54,22 @@ def load_run(run: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return summary, rows
 
 
+def _baseline(summary: dict[str, Any], evals: list[dict[str, Any]], name: str) -> float:
+    key = f"baseline_{name}"
+    if key in summary:
+        return float(summary[key])
+    return float(evals[-1][key]) if evals and key in evals[-1] else float("nan")
+
+
 def diagnose(summary: dict[str, Any], rows: list[dict[str, Any]]) -> Diagnosis:
     losses = [r["loss"] for r in rows if "loss" in r]
     evals = [r for r in rows if "eval_loss" in r]
-    uniform = summary.get("baseline_uniform") or (evals[-1]["baseline_uniform"] if evals else float("nan"))
-    unigram = summary.get("baseline_unigram") or (evals[-1]["baseline_unigram"] if evals else float("nan"))
+    ref = summary.get("baseline_reference") or (evals[-1].get("baseline_reference") if evals else None) or "unigram"
+    uniform = _baseline(summary, evals, "uniform")
+    reference = _baseline(summary, evals, ref)
+    others = sorted({k[9:] for k in (evals[-1] if evals else summary) if k.startswith("baseline_")}
+                    - {"reference", "uniform", ref})
+    others = [o for o in others if "_bits_per_" not in o]
     facts: list[str] = []
     if summary.get("status") == "diverged" or any(not math.isfinite(x) for x in losses):
         return Diagnosis(DIVERGING, [summary.get("error", "the training loss became NaN or Inf")], [
@@ -67,27 +79,40 @@ def diagnose(summary: dict[str, Any], rows: list[dict[str, Any]]) -> Diagnosis:
         ])
     if not evals:
         return Diagnosis(NOT_BELOW, ["the run has no evaluation yet"], ["let it run to its first evaluation"])
+    unit = summary.get("loss_unit", "nats per token")
     final = evals[-1]["eval_loss"]
     best = min(r["eval_loss"] for r in evals)
     se = summary.get("eval_gain_se", evals[-1].get("eval_gain_se", 0.0)) or 0.0
-    gain = unigram - final
-    facts.append(f"honest eval loss {final:.4f} nats (every selected token masked) at step {evals[-1]['step']}")
-    facts.append(f"unigram baseline {unigram:.4f}, uniform baseline log(V) {uniform:.4f}")
-    facts.append(f"gain over unigram {gain:+.4f} nats per token (standard error {se:.4f})")
+    gain = reference - final
+    facts.append(f"honest eval loss {final:.4f} {unit} (every target hidden from the input) at step "
+                 f"{evals[-1]['step']}")
+    line = f"{ref} baseline {reference:.4f} (the context-free reference)"
+    if math.isfinite(uniform):
+        line += f", uniform baseline log(V) {uniform:.4f}"
+    for o in others:
+        line += f", {o.replace('_', ' ')} baseline {_baseline(summary, evals, o):.4f}"
+    facts.append(line)
+    facts.append(f"gain over the {ref} baseline {gain:+.4f} (standard error {se:.4f})")
+    if not math.isfinite(uniform):
+        uniform = max(reference, best) * 4 + 1.0  # regression losses have no log(V): only the curve tests apply
     tail = losses[len(losses) // 2:] if losses else []
-    if final > best + max(0.05, 0.25 * abs(unigram - best)) or (tail and min(tail) > uniform + 0.5):
+    if final > best + max(0.05, 0.25 * abs(reference - best)) or (tail and min(tail) > uniform + 0.5):
         return Diagnosis(DIVERGING, [*facts, f"the eval loss rose from its best {best:.4f} to {final:.4f}"], [
             "lower the peak learning rate (train.lr)", "lengthen the warmup (train.warmup_steps)",
             "check gradient clipping (train.grad_clip) and the grad_norm column of metrics.jsonl",
         ])
-    if not gain > max(3 * se, 1e-3 * abs(unigram)):
+    if not gain > max(3 * se, 1e-3 * abs(reference)):
         advice = [
-            "a loss at or above the unigram baseline means the model predicts token frequencies, not context",
-            "check the masking: targets must be the original tokens at the selected positions",
+            f"a loss at or above the {ref} baseline means the model predicts frequencies, not context",
+            "check the masking: targets must be the original tokens (values) at the selected positions",
             "use a warmup (train.warmup_steps) and a lower peak learning rate if the loss spiked early",
             "train longer (train.steps) or on more tokens; for DNA, smaller k (tokenizer.k) gives more context "
             "per base and learns sooner",
         ]
+        if ref != "unigram" and "baseline_unigram" in (evals[-1] or {}):
+            advice.insert(1, "for expression values: try the ordinal or negative-binomial objective "
+                             "(objectives.*), per-cell quantile bins (tokenizer.binning=quantile) and a lower "
+                             "learning rate with warmup; 100 one-count-per-class bins are mostly empty")
         if final > uniform:
             advice.insert(0, "the loss is even above log(V): this points to a bug in the objective or targets")
         return Diagnosis(NOT_BELOW, facts, advice)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from biofm.errors import BiofmError
 
@@ -32,3 +39,13 @@ def load_masked_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeniz
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
     model.eval()
     return model, tokenizer
+
+
+def load_pretrained(path: str | Path) -> PreTrainedModel:
+    """The model of a folder with its own head (masked or causal LM), for continued pretraining."""
+    path = resolve_model_dir(path)
+    from biofm.models.presets import CAUSAL_ARCHS
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    auto = AutoModelForCausalLM if config.model_type in CAUSAL_ARCHS else AutoModelForMaskedLM
+    return auto.from_pretrained(path, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa")

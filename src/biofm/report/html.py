@@ -40,9 +40,10 @@ def write_report(
     ok = diagnosis["verdict"] == "learning"
     facts = "".join(f"<li>{html.escape(f)}</li>" for f in diagnosis.get("facts", []))
     advice = "".join(f"<li>{html.escape(a)}</li>" for a in diagnosis.get("advice", []))
-    keys = ["params", "steps", "tokens_seen", "final_eval_loss", "baseline_unigram", "baseline_uniform",
-            "eval_gain_nats", "eval_gain_se", "tokens_per_s", "train_seconds", "global_batch_tokens",
-            "accumulation_steps", "world_size", "device"]
+    keys = ["params", "steps", "tokens_seen", "final_eval_loss", "baseline_reference"]
+    keys += [k for k in summary if k.startswith("baseline_") and k != "baseline_reference" and "bits_per" not in k]
+    keys += ["eval_gain", "eval_gain_se", "tokens_per_s", "train_seconds", "global_batch_tokens",
+             "accumulation_steps", "world_size", "device"]
     keys += [k for k in summary if "bits_per" in k]
     rows = [(k, summary[k]) for k in keys if k in summary]
     body = [
@@ -51,8 +52,8 @@ def write_report(
         f"<ul>{facts}</ul>",
         f"<h3>Advice</h3><ul>{advice}</ul>" if advice else "",
         "<h2>Loss</h2>", img,
-        "<p>The eval loss masks every selected token (no 80/10/10), so copying the input cannot lower it. "
-        "The unigram baseline is what a model that ignores context scores on the same targets.</p>",
+        "<p>The eval loss hides every target from the input (no 80/10/10), so copying the input cannot lower "
+        "it. The baselines are what a model that ignores context scores on the same targets.</p>",
         "<h2>Summary</h2>", _table(rows),
     ]
     for title, block in sections or []:

@@ -1,10 +1,11 @@
 """The shared pretraining loop: one file, readable top to bottom.
 
-It knows nothing of DNA, cells or text: it receives fixed-length blocks of token ids, a masking
-spec and the baselines' token log-probabilities. It owns the numerics the Hugging Face Trainer has
-got wrong before: the loss of a step is sum(NLL) / (target tokens in the whole global batch, over
-accumulation steps and processes); evaluation sums NLL and counts across processes; the data
-position is stored in each checkpoint so a resumed run sees exactly the batches it would have seen.
+It knows nothing of DNA, cells or text: it receives rows of a dataset (fixed-length blocks) and an
+`Objective` that turns rows into batches and scores them. It owns the numerics the Hugging Face
+Trainer has got wrong before: each loss component of a step is sum(loss) / (its targets in the whole
+global batch, over accumulation steps and processes); evaluation sums losses and counts across
+processes; the data position is stored in each checkpoint so a resumed run sees exactly the batches
+it would have seen.
 Runs unchanged under `python`, `torchrun` and `accelerate launch` (accelerate picks up the launcher).
 """
 
@@ -23,14 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
 from transformers import PreTrainedModel
 
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json, write_text
 from biofm.train.config import TrainConfig
-from biofm.train.masking import MaskSpec, mask_batch
-from biofm.train.objectives import MaskedLMObjective
+from biofm.train.objectives import Batch, Objective
 from biofm.train.schedule import lr_factor
 
 EVAL_KEY_OFFSET = 1 << 40  # eval examples are keyed apart from training samples
@@ -42,16 +41,11 @@ class TrainingDiverged(BiofmError):
 
 @dataclass
 class TrainData:
-    """What the trainer needs from a modality: token blocks and how to score them."""
+    """Rows the objective can collate: `rows[idx]` for an index array, `len(rows)`."""
 
-    train_ids: np.ndarray  # [N, L] token ids, may be a read-only memory map
-    eval_ids: np.ndarray  # [M, L]
-    mask: MaskSpec
-    pad_id: int
-    unigram_logp: np.ndarray  # [V] log-probabilities of the training tokens' frequencies
-    n_real_tokens: int  # tokens a target can be: log of this is the uniform baseline
-    token_units: np.ndarray | None = None  # [V] units per token (bases, characters) for bits/unit
-    unit_name: str = "base"
+    train: Any  # e.g. a memory-mapped [N, L] BlockView, or a multi-column view for cells
+    eval: Any
+    seq_len: int  # positions per row (for the global batch in tokens)
 
 
 @dataclass
@@ -77,11 +71,12 @@ class Layout:
 
 @dataclass
 class EvalResult:
-    loss: float  # nats per target token, every target replaced by <mask>
-    unigram: float  # nats per target token of the unigram baseline on the same targets
+    loss: float  # main loss per target, every target hidden from the input (honest)
+    baselines: dict[str, float]  # context-free baselines on the same targets (and constant ones)
+    reference: str  # the baseline the verdict compares with
     count: int
-    gain_se: float  # standard error of the per-token (unigram - model) difference
-    units: float  # total units (bases) covered by the targets
+    gain_se: float  # standard error of the per-target (reference - model) difference
+    units: float  # total units (bases, characters) covered by the targets; 0 if not counted
 
     def per_unit_bits(self, nats: float) -> float:
         return nats * self.count / max(self.units, 1e-9) / math.log(2)
@@ -99,7 +94,7 @@ class TrainState:
 class Trainer:
     def __init__(
         self,
-        model: PreTrainedModel,
+        objective: Objective,
         cfg: TrainConfig,
         data: TrainData,
         run_dir: str | Path,
@@ -113,23 +108,29 @@ class Trainer:
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
         self.acc = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
         self.is_main = self.acc.is_main_process
-        self.layout = Layout.derive(cfg, self.acc.num_processes, data.train_ids.shape[1])
-        if len(data.train_ids) < self.layout.global_seqs:
+        self.layout = Layout.derive(cfg, self.acc.num_processes, data.seq_len)
+        if len(data.train) < self.layout.global_seqs:
             raise BiofmError(
-                f"only {len(data.train_ids)} training blocks but a global batch needs "
+                f"only {len(data.train)} training rows but a global batch needs "
                 f"{self.layout.global_seqs}; lower train.global_batch_tokens or add data"
             )
-        if len(data.eval_ids) == 0:
-            raise BiofmError("no held-out blocks to evaluate on; raise data.val_fraction or add data")
+        if len(data.eval) == 0:
+            raise BiofmError("no held-out rows to evaluate on; raise data.val_fraction or add data")
+        model = objective.model
         self.model = model
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
-        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
+        self.components = dict(objective.components)
+        self.main, self.reference = objective.main, objective.reference
+        self.unit_name, self.loss_unit = objective.unit_name, objective.loss_unit
+        self.constant_baselines = objective.constant_baselines()
+        self._collate = objective.collate
+        decay = [p for n, p in objective.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
+        no_decay = [p for n, p in objective.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
         fused = torch.cuda.is_available()
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": [p for p in decay if p.requires_grad], "weight_decay": cfg.weight_decay},
+             {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0}],
             lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused,
         )
-        objective = MaskedLMObjective(model, torch.as_tensor(data.mask.random_ids, dtype=torch.long))
         if cfg.compile:
             objective = torch.compile(objective)
         self.objective, self.optimizer = self.acc.prepare(objective, self.optimizer)
@@ -137,16 +138,16 @@ class Trainer:
         self.state = TrainState()
         self._perm_cache: dict[int, np.ndarray] = {}
         self.progress = progress and self.is_main
-        self.unigram_logp = torch.as_tensor(data.unigram_logp, dtype=torch.float32, device=self.device)
         self.flops_per_token, self.peak_flops = _flops_per_token(model, self.layout.block), _peak_flops(self.device)
-        self.units = (
-            torch.as_tensor(data.token_units, dtype=torch.float32, device=self.device)
-            if data.token_units is not None else None
-        )
+
+    @property
+    def unwrapped(self) -> Objective:
+        obj = self.acc.unwrap_model(self.objective)
+        return getattr(obj, "_orig_mod", obj)  # torch.compile wraps the module once more
 
     # ---- data order: a pure function of (seed, sample number), hence exact resume ----------------
     def _dataset_index(self, sample: int) -> int:
-        n = len(self.data.train_ids)
+        n = len(self.data.train)
         epoch, j = divmod(sample, n)
         perm = self._perm_cache.get(epoch)
         if perm is None:
@@ -162,15 +163,9 @@ class Trainer:
         samples = np.arange(start, start + per_rank)
         return [samples[i * lay.micro:(i + 1) * lay.micro] for i in range(lay.accum)]
 
-    def _to_device(self, ids: np.ndarray, keys: np.ndarray, honest: bool, seed: int):
-        inputs, selected = mask_batch(ids, keys, seed, self.data.mask, honest=honest)
-        ids_t = torch.from_numpy(ids.astype(np.int64))
-        batch = {
-            "input_ids": torch.from_numpy(inputs.astype(np.int64)).to(self.device, non_blocking=True),
-            "attention_mask": torch.from_numpy(ids != self.data.pad_id).to(self.device, non_blocking=True),
-            "selected": torch.from_numpy(selected).to(self.device, non_blocking=True),
-        }
-        batch["targets"] = ids_t[torch.from_numpy(selected)].to(self.device, non_blocking=True)
+    def _batch(self, rows: Any, keys: np.ndarray, honest: bool, seed: int) -> Batch:
+        batch = self._collate(rows, keys, honest=honest, seed=seed)
+        batch.tensors = {k: v.to(self.device, non_blocking=True) for k, v in batch.tensors.items()}
         return batch
 
     def _sum_all(self, value: torch.Tensor) -> torch.Tensor:
@@ -179,30 +174,30 @@ class Trainer:
     # ---- one optimizer step -----------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:
         cfg, lay = self.cfg, self.layout
+        names = list(self.components)
         micro = self._micro_batches(self.state.samples_seen)
         batches = []
         for samples in micro:
             idx = np.array([self._dataset_index(int(s)) for s in samples])
-            ids = np.asarray(self.data.train_ids[idx])
-            batches.append(self._to_device(ids, samples, honest=False, seed=self.seed))
-        local_count = sum(int(b["targets"].numel()) for b in batches)
-        local_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-        counts = self._sum_all(torch.tensor([local_count, local_tokens], device=self.device, dtype=torch.float64))
-        global_count = max(counts[0].item(), 1.0)
+            batches.append(self._batch(self.data.train[idx], samples, honest=False, seed=self.seed))
+        local = [sum(b.counts.get(n, 0) for b in batches) for n in names] + [sum(b.tokens for b in batches)]
+        counts = self._sum_all(torch.tensor(local, device=self.device, dtype=torch.float64)).tolist()
+        global_counts = {n: max(c, 1.0) for n, c in zip(names, counts[:-1], strict=True)}
         factor = lr_factor(self.state.step, schedule=cfg.schedule, warmup=cfg.warmup_steps,
                            total=cfg.steps, min_ratio=cfg.min_lr_ratio)
         lr = cfg.lr * factor
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = torch.zeros((), device=self.device)
+        sums = torch.zeros(len(names), device=self.device, dtype=torch.float64)
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             ctx = self.acc.no_sync(self.objective) if not last else contextlib.nullcontext()
             with ctx, self.acc.autocast():
-                nll = self.objective(**batch)
-                # DDP averages gradients over processes, hence * world: the result is sum/global_count.
-                self.acc.backward(nll * (self.acc.num_processes / global_count))
-            loss_sum += nll.detach()
+                out = self.objective(**batch.tensors)
+                # DDP averages gradients over processes, hence * world: each term is sum/global_count.
+                loss = sum(self.components[n] * out[n] / global_counts[n] for n in names)
+                self.acc.backward(loss * self.acc.num_processes)
+            sums += torch.stack([out[n].detach().double() for n in names])
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.objective.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         )
@@ -210,40 +205,59 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.state.samples_seen += lay.global_seqs
-        self.state.tokens_seen += int(counts[1].item())
-        return {"loss_sum": loss_sum, "count": global_count, "lr": lr, "grad_norm": grad_norm,
-                "tokens": int(counts[1].item())}
+        self.state.tokens_seen += int(counts[-1])
+        return {"sums": sums, "counts": global_counts, "lr": lr, "grad_norm": grad_norm, "tokens": int(counts[-1])}
+
+    def weighted_loss(self, sums: torch.Tensor, counts: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """(sum of weight * mean loss over components, mean loss of each component) from summed values."""
+        parts = {n: float(s) / max(counts[n], 1.0) for n, s in zip(self.components, sums.tolist(), strict=True)}
+        return sum(self.components[n] * v for n, v in parts.items()), parts
 
     # ---- honest evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> EvalResult:
         self.objective.eval()
-        n = min(len(self.data.eval_ids), self.cfg.eval_max_blocks)
+        n = min(len(self.data.eval), self.cfg.eval_max_blocks)
         mine = np.arange(self.acc.process_index, n, self.acc.num_processes)  # uneven split, no padding
-        totals = torch.zeros(5, dtype=torch.float64, device=self.device)  # nll, uni, count, d, d^2
-        units = torch.zeros((), dtype=torch.float64, device=self.device)
+        names: list[str] | None = None
+        totals = torch.zeros(0, dtype=torch.float64, device=self.device)
         bs = self.layout.micro * 2
-        for i in range(0, len(mine), bs):
-            idx = mine[i:i + bs]
-            batch = self._to_device(np.asarray(self.data.eval_ids[idx]), EVAL_KEY_OFFSET + idx, True,
-                                    self.seed + 1)
+        n_batches = math.ceil(n / (self.acc.num_processes * bs)) if n else 0
+        for b in range(n_batches):  # every rank runs the same number of passes (FSDP needs that)
+            idx = mine[b * bs:(b + 1) * bs]
+            rows_idx = idx if len(idx) else np.arange(min(1, n))  # an idle rank scores nothing
+            batch = self._batch(self.data.eval[rows_idx], EVAL_KEY_OFFSET + rows_idx, True, self.seed + 1)
             with self.acc.autocast():
-                nll = self.objective(**batch, per_token=True).double()
-            uni = -self.unigram_logp[batch["targets"]].double()
-            d = uni - nll
-            totals += torch.stack([nll.sum(), uni.sum(), torch.tensor(float(nll.numel()), device=self.device,
-                                   dtype=torch.float64), d.sum(), (d * d).sum()])
-            if self.units is not None:
-                units += self.units[batch["targets"]].double().sum()
+                out = self.objective(**batch.tensors, per_token=True)
+            loss = out["loss"].double()
+            base = {k.split("/", 1)[1]: v.double() for k, v in out.items() if k.startswith("baseline/")}
+            if names is None:
+                names = sorted(base)
+                totals = torch.zeros(4 + 3 * len(names), dtype=torch.float64, device=self.device)
+            weight = 1.0 if len(idx) else 0.0
+            units = out["units"].double().sum() if "units" in out else torch.zeros((), dtype=torch.float64,
+                                                                                   device=self.device)
+            parts = [loss.sum(), torch.tensor(float(loss.numel()), device=self.device, dtype=torch.float64),
+                     units, torch.zeros((), dtype=torch.float64, device=self.device)]
+            for name in names:
+                d = base[name] - loss
+                parts += [base[name].sum(), d.sum(), (d * d).sum()]
+            totals += weight * torch.stack(parts)
         totals = self._sum_all(totals)
-        units = self._sum_all(units)
         self.objective.train()
-        nll, uni, count, d, d2 = (float(x) for x in totals.tolist())
-        count = max(count, 1.0)
-        mean_d = d / count
-        var = max(d2 / count - mean_d**2, 0.0)
-        return EvalResult(loss=nll / count, unigram=uni / count, count=int(count),
-                          gain_se=math.sqrt(var / count), units=float(units) or count)
+        values = totals.tolist()
+        count = max(values[1], 1.0) if values else 1.0
+        baselines = dict(self.constant_baselines)
+        gain_se = 0.0
+        for i, name in enumerate(names or []):
+            b_sum, d, d2 = values[4 + 3 * i: 7 + 3 * i]
+            baselines[name] = b_sum / count
+            if name == self.reference:
+                mean_d = d / count
+                gain_se = math.sqrt(max(d2 / count - mean_d**2, 0.0) / count)
+        return EvalResult(loss=(values[0] if values else float("nan")) / count, baselines=baselines,
+                          reference=self.reference, count=int(count), gain_se=gain_se,
+                          units=values[2] if values else 0.0)
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def checkpoint_dir(self) -> Path:
@@ -254,7 +268,7 @@ class Trainer:
         if self.is_main:
             dest = self.checkpoint_dir() / f"step-{self.state.step}"
             with atomic_path(dest, is_dir=True) as tmp:
-                self.acc.unwrap_model(self.objective).model.save_pretrained(tmp / "model")
+                self.unwrapped.save_pretrained(tmp / "model")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
                 write_json(tmp / "trainer_state.json", {
@@ -273,9 +287,7 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = json.loads((path / "trainer_state.json").read_text())
-        weights = load_file(str(path / "model" / "model.safetensors"))
-        model = self.acc.unwrap_model(self.objective).model
-        model.load_state_dict(weights, strict=False)
+        self.unwrapped.load_weights(path / "model")
         opt = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(opt)
         rng = torch.load(path / "rng.pt", weights_only=True)
@@ -303,8 +315,9 @@ class Trainer:
             metrics_path.unlink()
         writer = _tensorboard(self.run_dir / "tensorboard", self.state.step) if self.is_main else None
         bar = _Progress(cfg.steps, self.state.step, enabled=self.progress)
-        window_loss = torch.zeros((), device=self.device, dtype=torch.float64)
-        window_count, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        window_sums = torch.zeros(len(self.components), device=self.device, dtype=torch.float64)
+        window_counts = dict.fromkeys(self.components, 0.0)
+        window_tokens, window_start = 0, time.perf_counter()
         window_steps = 0
         run_start, run_tokens = time.perf_counter(), 0
         last_eval: EvalResult | None = None
@@ -312,15 +325,16 @@ class Trainer:
         try:
             while self.state.step < cfg.steps:
                 out = self.train_step()
-                window_loss += out["loss_sum"].double()
-                window_count += out["count"]
+                window_sums += out["sums"]
+                for name, c in out["counts"].items():
+                    window_counts[name] += c
                 window_tokens += out["tokens"]
                 window_steps += 1
                 run_tokens += out["tokens"]
                 step = self.state.step
                 row: dict[str, Any] | None = None
                 if step % cfg.log_every == 0 or step == cfg.steps:
-                    loss = self._sum_all(window_loss).item() / max(window_count, 1.0)
+                    loss, parts = self.weighted_loss(self._sum_all(window_sums), window_counts)
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
                             f"loss became {loss} at step {step}; training stopped. The last good checkpoint "
@@ -330,12 +344,15 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     row = {"step": step, "tokens_seen": self.state.tokens_seen, "loss": loss, "lr": out["lr"],
                            "grad_norm": float(out["grad_norm"]), "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
+                    if len(parts) > 1:
+                        row.update({f"loss_{n}": v for n, v in parts.items()})
                     if self.peak_flops:  # model FLOPs utilisation, counting every position computed
                         positions = window_steps * self.layout.global_seqs * self.layout.block
                         row["mfu"] = self.flops_per_token * positions / max(elapsed, 1e-9) / (
                             self.peak_flops * self.layout.world)
-                    window_loss.zero_()
-                    window_count, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                    window_sums.zero_()
+                    window_counts = dict.fromkeys(self.components, 0.0)
+                    window_tokens, window_start = 0, time.perf_counter()
                     window_steps = 0
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     last_eval = self.evaluate()
@@ -359,19 +376,13 @@ class Trainer:
         if last_eval is None:  # resumed a run that had already reached its last step
             last_eval = self.evaluate()
         wall = time.perf_counter() - run_start
-        model = self.acc.unwrap_model(self.objective).model
-        return {
-            "params": sum(p.numel() for p in model.parameters()),
+        summary = {
+            "params": sum(p.numel() for p in self.model.parameters()),
             "steps": self.state.step,
             "tokens_seen": self.state.tokens_seen,
-            "final_eval_loss": last_eval.loss,
-            "baseline_uniform": math.log(self.data.n_real_tokens),
-            "baseline_unigram": last_eval.unigram,
-            "eval_gain_nats": last_eval.unigram - last_eval.loss,
-            "eval_gain_se": last_eval.gain_se,
-            "eval_targets": last_eval.count,
-            f"final_eval_bits_per_{self.data.unit_name}": last_eval.per_unit_bits(last_eval.loss),
-            f"baseline_unigram_bits_per_{self.data.unit_name}": last_eval.per_unit_bits(last_eval.unigram),
+            "objective": {"components": self.components, "main": self.main, "reference": self.reference},
+            "loss_unit": self.loss_unit,
+            **self._eval_fields(last_eval, prefix="final_"),
             "tokens_per_s": run_tokens / max(wall, 1e-9),
             "train_seconds": wall,
             "global_batch_seqs": self.layout.global_seqs,
@@ -381,13 +392,22 @@ class Trainer:
             "world_size": self.layout.world,
             "device": str(self.device),
         }
+        return summary
 
-    def _eval_fields(self, ev: EvalResult) -> dict[str, Any]:
-        u = self.data.unit_name
-        return {"eval_loss": ev.loss, "baseline_unigram": ev.unigram,
-                "baseline_uniform": math.log(self.data.n_real_tokens),
-                f"eval_bits_per_{u}": ev.per_unit_bits(ev.loss),
-                f"unigram_bits_per_{u}": ev.per_unit_bits(ev.unigram), "eval_gain_se": ev.gain_se}
+    def _eval_fields(self, ev: EvalResult, prefix: str = "") -> dict[str, Any]:
+        """Eval loss, every baseline, the gain over the reference baseline and bits per unit if counted."""
+        out: dict[str, Any] = {f"{prefix}eval_loss": ev.loss, "eval_targets": ev.count,
+                               "baseline_reference": ev.reference,
+                               "eval_gain": ev.baselines.get(ev.reference, float("nan")) - ev.loss,
+                               "eval_gain_se": ev.gain_se}
+        out.update({f"baseline_{name}": value for name, value in ev.baselines.items()})
+        u = self.unit_name
+        if u and ev.units:
+            out[f"{prefix}eval_bits_per_{u}"] = ev.per_unit_bits(ev.loss)
+            for name in ev.baselines:
+                if name != "uniform":
+                    out[f"baseline_{name}_bits_per_{u}"] = ev.per_unit_bits(ev.baselines[name])
+        return out
 
 
 def _flops_per_token(model: PreTrainedModel, seq_len: int) -> float:
@@ -451,7 +471,8 @@ class _Progress:
         if "loss" in row:
             parts.append(f"loss {row['loss']:.4f}")
         if "eval_loss" in row:
-            parts.append(f"eval {row['eval_loss']:.4f} (unigram {row['baseline_unigram']:.4f})")
+            ref = row.get("baseline_reference", "unigram")
+            parts.append(f"eval {row['eval_loss']:.4f} ({ref} {row.get(f'baseline_{ref}', float('nan')):.4f})")
         if "tokens_per_s" in row:
             parts.append(f"{row['tokens_per_s']:,.0f} tok/s")
         self.bar.update(self.task, completed=step, description=" ".join(parts))

@@ -125,12 +125,12 @@ class Trainer:
         self._collate = objective.collate
         decay = [p for n, p in objective.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
         no_decay = [p for n, p in objective.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
-        fused = torch.cuda.is_available()
-        self.optimizer = torch.optim.AdamW(
-            [{"params": [p for p in decay if p.requires_grad], "weight_decay": cfg.weight_decay},
-             {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0}],
-            lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused,
-        )
+        groups = [{"params": [p for p in decay if p.requires_grad], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0}]
+        try:  # one fused kernel for the whole update (CUDA, and CPU since torch 2.4)
+            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
+        except (RuntimeError, TypeError):
+            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
         if cfg.compile:
             objective = torch.compile(objective)
         self.objective, self.optimizer = self.acc.prepare(objective, self.optimizer)
@@ -181,7 +181,9 @@ class Trainer:
             idx = np.array([self._dataset_index(int(s)) for s in samples])
             batches.append(self._batch(self.data.train[idx], samples, honest=False, seed=self.seed))
         local = [sum(b.counts.get(n, 0) for b in batches) for n in names] + [sum(b.tokens for b in batches)]
-        counts = self._sum_all(torch.tensor(local, device=self.device, dtype=torch.float64)).tolist()
+        counts = [float(c) for c in local]  # one process: no device round trip (no host-device sync)
+        if self.acc.num_processes > 1:
+            counts = self._sum_all(torch.tensor(local, device=self.device, dtype=torch.float64)).tolist()
         global_counts = {n: max(c, 1.0) for n, c in zip(names, counts[:-1], strict=True)}
         factor = lr_factor(self.state.step, schedule=cfg.schedule, warmup=cfg.warmup_steps,
                            total=cfg.steps, min_ratio=cfg.min_lr_ratio)
@@ -401,6 +403,9 @@ class Trainer:
                                "eval_gain": ev.baselines.get(ev.reference, float("nan")) - ev.loss,
                                "eval_gain_se": ev.gain_se}
         out.update({f"baseline_{name}": value for name, value in ev.baselines.items()})
+        if self.main == "clm":  # exp(total NLL / total predicted tokens), never a mean of batch perplexities
+            out[f"{prefix}perplexity"] = math.exp(min(ev.loss, 700.0))
+            out["unigram_perplexity"] = math.exp(min(ev.baselines.get("unigram", float("nan")), 700.0))
         u = self.unit_name
         if u and ev.units:
             out[f"{prefix}eval_bits_per_{u}"] = ev.per_unit_bits(ev.loss)

@@ -1,0 +1,277 @@
+"""Cell pretraining objectives on a stock BERT, combinable with weights.
+
+The backbone is `BertForMaskedLM`: word embeddings are genes, the token-type embedding carries the
+expression value bin (0 = no value (<cls>, padding), 1 = value hidden, 2 + b = bin b), and in
+gene+value mode the position embeddings are zero and frozen, because a cell is a set of genes: the
+saved model then loads with `AutoModelForMaskedLM` and needs only `token_type_ids`. Rank-value mode
+(Geneformer) is BERT's own masked LM over gene ids, with positions = ranks.
+
+Value objectives predict a hidden value from the cell's other genes:
+- `value_ce`: cross-entropy over the value bins (what the failing run used);
+- `value_ordinal`: a cumulative-link (proportional-odds) model over the same bins: neighbouring
+  bins share probability mass, and its NLL is still a proper per-target log-loss;
+- `value_mse`: squared error on log1p(count);
+- `value_nb`: negative-binomial likelihood of the raw count.
+`gene_id` predicts masked gene ids (rank-value), `contrastive` is InfoNCE between two random gene
+subsets of the same cell (the other cells of the micro-batch are the negatives).
+
+Every component returns a sum over its targets; counts are taken at collate time, so the shared
+trainer normalises each by its global count. The health verdict scores the main component with
+every target hidden, beside context-free baselines on the same targets (the value-bin frequencies,
+each gene's own value distribution, each gene's mean).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+
+from biofm.train.masking import MaskSpec, mask_batch
+from biofm.train.objectives import Batch, Objective
+
+VALUE_OBJECTIVES = ("value_ce", "value_ordinal", "value_nb", "value_mse")
+OBJECTIVES = (*VALUE_OBJECTIVES, "gene_id", "contrastive")
+NO_VALUE, HIDDEN_VALUE, VALUE_OFFSET = 0, 1, 2  # token-type ids
+HEADS_FILE = "biofm_heads.safetensors"
+CELL_FILE = "biofm_cell.json"
+# per component: (reference baseline, loss unit)
+REFERENCE = {"value_ce": "per_gene", "value_ordinal": "per_gene", "value_nb": "per_gene_nb",
+             "value_mse": "per_gene_mean", "gene_id": "unigram", "contrastive": "chance"}
+
+
+def main_component(weights: dict[str, float]) -> str:
+    for name in (*VALUE_OBJECTIVES, "gene_id"):
+        if weights.get(name, 0) > 0:
+            return name
+    raise ValueError("needs a masked objective")
+
+
+def nb_nll(count: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """-log NB(count; mean mu, inverse dispersion theta), elementwise."""
+    eps = 1e-8
+    log_theta_mu = torch.log(theta + mu + eps)
+    ll = (theta * (torch.log(theta + eps) - log_theta_mu) + count * (torch.log(mu + eps) - log_theta_mu)
+          + torch.lgamma(count + theta) - torch.lgamma(theta) - torch.lgamma(count + 1.0))
+    return -ll
+
+
+class CellObjective(Objective):
+    def __init__(self, model: PreTrainedModel, *, mode: str, weights: dict[str, float], n_bins: int,
+                 mask_prob: float, stats: dict[str, np.ndarray], gene_ids: np.ndarray, special_ids: tuple[int, ...],
+                 mask_id: int, pad_id: int, temperature: float = 0.1, projection_dim: int = 128):
+        super().__init__()
+        self.model = model
+        self.mode, self.n_bins, self.pad_id = mode, n_bins, pad_id
+        self.components = {k: float(v) for k, v in weights.items() if v > 0}
+        self.main = main_component(self.components)
+        self.reference = REFERENCE[self.main]
+        self.loss_unit = "squared error of log1p(count)" if self.main == "value_mse" else "nats per target"
+        self.temperature = temperature
+        self.gene_mask = MaskSpec(mask_id=mask_id, special_ids=special_ids, random_ids=np.asarray(gene_ids),
+                                  prob=mask_prob)
+        self.mask_prob = mask_prob
+        hidden = model.config.hidden_size
+        heads: dict[str, nn.Module] = {}
+        if "value_ce" in self.components:
+            heads["value_ce"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden),
+                                              nn.Linear(hidden, n_bins))
+        if "value_ordinal" in self.components:
+            heads["value_ordinal"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+            self.ordinal_cuts = nn.Parameter(torch.zeros(n_bins - 1))  # first cut, then log-gaps
+        if "value_mse" in self.components:
+            heads["value_mse"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        if "value_nb" in self.components:
+            heads["value_nb"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 2))
+        if "contrastive" in self.components:
+            heads["contrastive"] = nn.Linear(hidden, projection_dim)
+        self.heads = nn.ModuleDict(heads)
+        if mode == "gene_value":
+            pos = model.bert.embeddings.position_embeddings.weight
+            with torch.no_grad():
+                pos.zero_()  # a cell is a set of genes: position carries nothing
+            pos.requires_grad_(False)
+        if "gene_id" not in self.components:  # BERT's gene-id head is unused: keep DDP from waiting on it
+            tied = model.get_input_embeddings().weight
+            for p in model.cls.parameters():
+                if p is not tied:
+                    p.requires_grad_(False)
+        allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool)
+        allowed[torch.as_tensor(np.asarray(gene_ids), dtype=torch.long)] = True
+        self.register_buffer("allowed", allowed, persistent=False)
+        for key, value in stats.items():
+            self.register_buffer(f"stat_{key}", torch.as_tensor(np.asarray(value), dtype=torch.float32),
+                                 persistent=False)
+        self.n_genes = len(gene_ids)
+
+    # ---- batches ---------------------------------------------------------------------------------
+    def collate(self, rows: dict[str, np.ndarray], keys: np.ndarray, *, honest: bool, seed: int) -> Batch:
+        genes = np.asarray(rows["gene_ids"]).astype(np.int64)  # [B, L]
+        values = np.asarray(rows["values"]).astype(np.int64)  # [B, L], -1 at <cls>/padding
+        counts = np.asarray(rows["counts"]).astype(np.float32)  # [B, L]
+        attention = genes != self.pad_id
+        has_value = attention & (values >= 0)
+        types = np.where(has_value, values + VALUE_OFFSET, NO_VALUE)
+        tensors: dict[str, torch.Tensor] = {"attention_mask": torch.from_numpy(attention)}
+        n: dict[str, int] = {}
+        b = len(genes)
+        if self.mode == "rank_value":
+            inputs, selected = mask_batch(genes, keys, seed, self.gene_mask, honest=honest)
+            tensors["input_ids"] = torch.from_numpy(inputs)
+            types = np.zeros_like(types)
+        else:
+            selected = np.zeros(genes.shape, dtype=bool)
+            inputs_types = types.copy()
+            for row, key in enumerate(keys):
+                rng = np.random.default_rng([seed, int(key)])
+                u = rng.random((3, genes.shape[1]))
+                sel = (u[0] < self.mask_prob) & has_value[row]
+                selected[row] = sel
+                if honest:
+                    inputs_types[row, sel] = HIDDEN_VALUE
+                    continue
+                hide = sel & (u[1] < 0.8)
+                rand = sel & ~hide & (u[1] < 0.9)
+                inputs_types[row, hide] = HIDDEN_VALUE
+                inputs_types[row, rand] = VALUE_OFFSET + (u[2][rand] * self.n_bins).astype(np.int64)
+            tensors["input_ids"] = torch.from_numpy(genes)
+            tensors["token_type_ids"] = torch.from_numpy(inputs_types)
+        sel_t = torch.from_numpy(selected)
+        tensors["selected"] = sel_t
+        tensors["target_genes"] = torch.from_numpy(genes)[sel_t]
+        tensors["target_bins"] = torch.from_numpy(values)[sel_t].clamp_min(0)
+        tensors["target_counts"] = torch.from_numpy(counts)[sel_t]
+        for name in self.components:
+            if name != "contrastive":
+                n[name] = int(sel_t.sum())
+        if "contrastive" in self.components:
+            view_a, view_b = np.zeros_like(attention), np.zeros_like(attention)
+            for row, key in enumerate(keys):
+                rng = np.random.default_rng([seed, int(key), 7])
+                pos = rng.permutation(np.flatnonzero(has_value[row]))
+                half = len(pos) // 2
+                view_a[row, pos[:half]] = True
+                view_b[row, pos[half:2 * half]] = True
+            tensors["view_a"], tensors["view_b"] = torch.from_numpy(view_a), torch.from_numpy(view_b)
+            tensors["clean_types"] = torch.from_numpy(types)
+            n["contrastive"] = b
+        return Batch(tensors, n, int(attention.sum()))
+
+    def constant_baselines(self) -> dict[str, float]:
+        if self.main in ("value_ce", "value_ordinal"):
+            return {"uniform": math.log(self.n_bins)}
+        if self.main == "gene_id":
+            return {"uniform": math.log(self.n_genes)}
+        return {}
+
+    # ---- losses ----------------------------------------------------------------------------------
+    def _ordinal_logp(self, h: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities [n, K] of the cumulative-link model P(y <= k) = sigmoid(cut_k - f(h))."""
+        f = self.heads["value_ordinal"](h).float()  # [n, 1]
+        cuts = torch.cumsum(torch.cat([self.ordinal_cuts[:1], F.softplus(self.ordinal_cuts[1:]) + 1e-3]), 0)
+        cdf = torch.sigmoid(cuts[None, :] - f)  # [n, K-1]
+        ones = torch.ones_like(f)
+        upper = torch.cat([cdf, ones], 1)
+        lower = torch.cat([torch.zeros_like(f), cdf], 1)
+        return torch.log((upper - lower).clamp_min(1e-12))
+
+    def _pool(self, hidden: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        w = view.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [B, L] gene ids (masked in rank-value mode)
+        attention_mask: torch.Tensor,  # [B, L]
+        selected: torch.Tensor,  # [B, L] positions to predict
+        target_genes: torch.Tensor,  # [n] gene id at each selected position
+        target_bins: torch.Tensor,  # [n] value bin
+        target_counts: torch.Tensor,  # [n] raw count
+        token_type_ids: torch.Tensor | None = None,  # [B, L] value tokens (gene+value mode)
+        view_a: torch.Tensor | None = None,  # [B, L] contrastive views
+        view_b: torch.Tensor | None = None,
+        clean_types: torch.Tensor | None = None,  # [B, L] value tokens with nothing hidden
+        per_token: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        bert = self.model.bert
+        kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = bert(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state  # [B, L, H]
+        h = hidden[selected]  # [n, H]
+        losses: dict[str, torch.Tensor] = {}
+        wanted = [self.main] if per_token else list(self.components)
+        for name in wanted:
+            if name == "value_ce":
+                losses[name] = F.cross_entropy(self.heads[name](h).float(), target_bins, reduction="none")
+            elif name == "value_ordinal":
+                losses[name] = -self._ordinal_logp(h).gather(1, target_bins[:, None]).squeeze(1)
+            elif name == "value_mse":
+                pred = self.heads[name](h).float().squeeze(1)
+                losses[name] = (pred - torch.log1p(target_counts)) ** 2
+            elif name == "value_nb":
+                out = self.heads[name](h).float()
+                mu, theta = torch.exp(out[:, 0].clamp(-15, 15)), torch.exp(out[:, 1].clamp(-10, 10))
+                losses[name] = nb_nll(target_counts, mu, theta)
+            elif name == "gene_id":
+                logits = self.model.cls(h).float().masked_fill(~self.allowed, float("-inf"))
+                losses[name] = F.cross_entropy(logits, target_genes, reduction="none")
+            elif name == "contrastive":
+                losses[name] = self._contrastive(input_ids, clean_types, view_a, view_b)
+        if not per_token:
+            return {k: v.sum() for k, v in losses.items()}
+        return {"loss": losses[self.main], **self._baselines(target_genes, target_bins, target_counts)}
+
+    def _contrastive(self, genes, types, view_a, view_b) -> torch.Tensor:
+        bert = self.model.bert
+        z = []
+        for view in (view_a, view_b):
+            cls_col = torch.zeros_like(view)
+            cls_col[:, 0] = True  # <cls> is in both views
+            mask = view | cls_col
+            h = bert(input_ids=genes, attention_mask=mask, token_type_ids=types).last_hidden_state
+            z.append(F.normalize(self.heads["contrastive"](self._pool(h, view)).float(), dim=-1))
+        logits = z[0] @ z[1].T / self.temperature  # [B, B]
+        target = torch.arange(len(logits), device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, target, reduction="none")
+                      + F.cross_entropy(logits.T, target, reduction="none"))
+
+    def _baselines(self, genes: torch.Tensor, bins: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Context-free predictions scored on exactly the model's targets."""
+        if self.main in ("value_ce", "value_ordinal"):
+            return {"baseline/unigram": -self.stat_unigram_logp[bins],
+                    "baseline/per_gene": -self.stat_gene_logp[genes, bins]}
+        if self.main == "value_mse":
+            y = torch.log1p(counts)
+            return {"baseline/global_mean": (self.stat_global_mean_log1p - y) ** 2,
+                    "baseline/per_gene_mean": (self.stat_gene_mean_log1p[genes] - y) ** 2}
+        if self.main == "value_nb":
+            return {"baseline/per_gene_nb": nb_nll(counts, self.stat_gene_nb_mean[genes].clamp_min(1e-6),
+                                                   self.stat_gene_nb_theta[genes])}
+        return {"baseline/unigram": -self.stat_gene_unigram_logp[genes]}
+
+    # ---- saving ----------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "objectives": self.components, "main": self.main, "n_bins": self.n_bins,
+                "token_types": {"no_value": NO_VALUE, "hidden_value": HIDDEN_VALUE, "first_bin": VALUE_OFFSET},
+                "temperature": self.temperature, "heads_file": HEADS_FILE}
+
+    def save_pretrained(self, path: Path) -> None:
+        path = Path(path)
+        self.model.save_pretrained(path)
+        heads = {k: v.detach().contiguous() for k, v in self.state_dict().items()
+                 if k.startswith("heads.") or k == "ordinal_cuts"}
+        if heads:
+            save_file(heads, str(path / HEADS_FILE))
+        (path / CELL_FILE).write_text(json.dumps(self.describe(), indent=2) + "\n")
+
+    def load_weights(self, path: Path) -> None:
+        super().load_weights(path)
+        if (Path(path) / HEADS_FILE).exists():
+            self.load_state_dict(load_file(str(Path(path) / HEADS_FILE)), strict=False)

@@ -97,6 +97,7 @@ def new_model(cfg: PretrainBase, preset: Preset, tok: Any, block: int, *, type_v
         from biofm.models.load import load_pretrained
 
         model = load_pretrained(cfg.model.init_from)
+        model.config.biofm_modality = cfg.modality
         if model.config.vocab_size < tok.vocab_size:
             raise BiofmError(f"{cfg.model.init_from}: the model has {model.config.vocab_size} token rows but the "
                              f"tokenizer {tok.vocab_size}; continue with the model's own tokenizer")
@@ -105,7 +106,9 @@ def new_model(cfg: PretrainBase, preset: Preset, tok: Any, block: int, *, type_v
                              cls_id=tok.cls_id, eos_id=tok.eos_id, max_len=max(block, preset.max_len),
                              overrides=cfg.model.overrides, arch=cfg.model.arch or default_arch,
                              type_vocab_size=type_vocab_size)
-    return build_model(model_cfg, seed=cfg.seed)
+    model = build_model(model_cfg, seed=cfg.seed)
+    model.config.biofm_modality = cfg.modality  # saved in config.json: evaluate picks loaders by it
+    return model
 
 
 def run(cfg: PretrainBase, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from biofm.data.blocks import cache_root, file_fingerprint
 from biofm.eval.batching import pad_batches
 from biofm.io.atomic import atomic_path, write_json
-from biofm.models.mlm import split_mlm
+from biofm.models.mlm import encoder_of
 
 
 def _key(model_dir: Path, inputs: list[str], max_tokens: int, long_mode: str) -> str:
@@ -32,11 +32,16 @@ def _key(model_dir: Path, inputs: list[str], max_tokens: int, long_mode: str) ->
     return h.hexdigest()[:20]
 
 
-def _pieces(text: str, tok: PreTrainedTokenizerBase, max_tokens: int, long_mode: str) -> list[list[int]]:
-    """Token ids (with specials) of one input; several windows when it is longer than the context."""
+def _pieces(text: str, tok: PreTrainedTokenizerBase, max_tokens: int, long_mode: str,
+            causal: bool = False) -> list[list[int]]:
+    """Token ids (with specials) of one input; several windows when it is longer than the context.
+
+    Encoders get their <cls> first; causal models the end-of-text token that starts every document
+    in their training blocks."""
     ids = tok(text, add_special_tokens=False)["input_ids"]
     body = max_tokens - 1  # room for <cls>
-    prefix = [tok.cls_token_id] if tok.cls_token_id is not None else []
+    start = tok.eos_token_id if causal else tok.cls_token_id
+    prefix = [start] if start is not None else []
     if len(ids) <= body or long_mode == "truncate":
         return [prefix + ids[:body]]
     return [prefix + ids[i:i + body] for i in range(0, len(ids), body)]  # non-overlapping windows
@@ -47,12 +52,15 @@ def layer_embeddings_all(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, inputs: list[str], *, max_tokens: int,
     long_mode: str = "truncate", batch_size: int = 64,
 ) -> dict[str, np.ndarray]:
-    """{"mean": [n, layers+1, H], "cls": [n, layers+1, H]} as float32; windows of long inputs are averaged."""
-    encoder, _ = split_mlm(model)
+    """{"mean": [n, layers+1, H], "cls" (encoders) or "last" (causal models): [n, layers+1, H]} as float32;
+    windows of long inputs are averaged. A causal model's first position has seen only the start token,
+    so its summary vector is the last token's, as GPT-2's sequence classifier uses."""
+    encoder = encoder_of(model)
+    causal = model.config.model_type in ("gpt2", "llama")
     pieces: list[list[int]] = []
     owner: list[int] = []
     for i, text in enumerate(inputs):
-        for p in _pieces(text, tok, max_tokens, long_mode):
+        for p in _pieces(text, tok, max_tokens, long_mode, causal):
             pieces.append(p)
             owner.append(i)
     order = np.argsort([len(p) for p in pieces], kind="stable")  # length-sorted batches: little padding
@@ -67,7 +75,11 @@ def layer_embeddings_all(
         states = torch.stack(out.hidden_states, dim=1).float()  # [B, layers+1, L, H]
         m = mask[:, None, :, None].float()
         pooled = ((states * m).sum(2) / m.sum(2).clamp_min(1)).numpy()  # [B, layers+1, H]
-        first = states[:, :, 0, :].numpy()
+        if causal:
+            last = mask.sum(1) - 1  # right padding: the last real token of each row
+            first = states[torch.arange(len(last)), :, last, :].numpy()
+        else:
+            first = states[:, :, 0, :].numpy()
         for row, i in enumerate(idx):
             o = owner[i]
             mean[o] += pooled[row]
@@ -75,7 +87,7 @@ def layer_embeddings_all(
             counts[o] += 1
     mean /= counts[:, None, None]
     cls /= counts[:, None, None]
-    return {"mean": mean.astype(np.float32), "cls": cls.astype(np.float32)}
+    return {"mean": mean.astype(np.float32), ("last" if causal else "cls"): cls.astype(np.float32)}
 
 
 def cached_embeddings(
@@ -84,7 +96,7 @@ def cached_embeddings(
 ) -> dict[str, np.ndarray]:
     dest = cache_root(cache_dir) / f"emb-{_key(model_dir, inputs, max_tokens, long_mode)}"
     if (dest / "meta.json").exists():
-        return {p: np.load(dest / f"{p}.npy", mmap_mode="r") for p in ("mean", "cls")}
+        return {p.stem: np.load(p, mmap_mode="r") for p in dest.glob("*.npy")}
     emb = layer_embeddings_all(model, tok, inputs, max_tokens=max_tokens, long_mode=long_mode,
                                batch_size=batch_size)
     with atomic_path(dest, is_dir=True) as tmp:

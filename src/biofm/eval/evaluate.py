@@ -1,10 +1,12 @@
 """`biofm evaluate`: Nucleotide Transformer's protocol with the baselines always beside the model.
 
-For each task, on the same folds: probes on frozen embeddings of every layer (mean-pooled and CLS;
-logistic regression and a small MLP; the layer is chosen per fold on a validation split carved from
-the training rows, never on the test rows), parameter-efficient fine-tuning (IA3, LoRA), and the
-modality's baselines. Every method returns fold predictions; metrics, summaries and the verdict are
-computed here, by the same code for all.
+For each task, on the same folds: probes on frozen embeddings of every layer (mean-pooled and CLS,
+or the last token of a causal model; logistic regression and a small MLP; the layer is chosen per
+fold on a validation split carved from the training rows, never on the test rows), parameter-
+efficient fine-tuning (IA3, LoRA) for sequence models, and the modality's baselines. Every method
+returns fold predictions; metrics, summaries and the verdict are computed here, by the same code
+for all. The modality of a task (DNA, text, cells) picks its loader, its embedding function and its
+baselines from `MODALITIES`; nothing else here knows which modality it is scoring.
 """
 
 from __future__ import annotations
@@ -17,21 +19,27 @@ import numpy as np
 from pydantic import Field, PositiveInt
 from rich.console import Console
 
+from biofm import config as cfgmod
+from biofm.cells.baselines import CellBaselineConfig
 from biofm.config import Schema
-from biofm.dna.baselines import BASELINES, BaselineConfig
+from biofm.dna.baselines import BaselineConfig
 from biofm.errors import BiofmError
 from biofm.eval.finetune import FinetuneConfig, finetune
 from biofm.eval.folds import make_folds, validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics, summarise
 from biofm.eval.types import Fold, FoldPrediction, Task
 from biofm.eval.verdict import count_sentence, task_verdict
+from biofm.text.baselines import TextBaselineConfig
 
 console = Console(stderr=True, markup=False, highlight=False)
 
 
 class ProbeConfig(Schema):
     kinds: list[Literal["logreg", "mlp"]] = Field(default_factory=lambda: ["logreg", "mlp"])
-    poolings: list[Literal["mean", "cls"]] = Field(default_factory=lambda: ["mean", "cls"])
+    poolings: list[Literal["mean", "cls", "last"]] = Field(
+        default_factory=lambda: ["mean", "cls", "last"],
+        description="those a model offers are used: cls for encoders, last token for causal models")
+    knn_k: PositiveInt = Field(15, description="neighbours of the kNN probe (cell tasks)")
     layers: list[int] | None = Field(None, description="layer indices (0 = embeddings); default all")
     C: float = Field(1.0, gt=0)
     mlp_hidden: list[int] = Field(default_factory=lambda: [128], max_length=2)
@@ -40,14 +48,17 @@ class ProbeConfig(Schema):
 
 class EvaluateConfig(Schema):
     model: str | None = Field(None, description="model folder (RUN/model) or run folder")
-    tasks: list[str] = Field(default_factory=list, description="task YAML files, or shipped names: splice, promoter")
+    tasks: list[str] = Field(default_factory=list, description="task YAML files, tables, FILE.h5ad:LABEL_COLUMN, "
+                                                             "or shipped names: splice, promoter, pubmedqa")
     out: str = "eval"
     folds: PositiveInt = 10
     seed: int = 0
     embed_batch_size: PositiveInt = 64
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    baselines: BaselineConfig = Field(default_factory=BaselineConfig)
+    baselines: BaselineConfig = Field(default_factory=BaselineConfig, description="DNA baselines")
+    text_baselines: TextBaselineConfig = Field(default_factory=TextBaselineConfig)
+    cell_baselines: CellBaselineConfig = Field(default_factory=CellBaselineConfig)
     cache_dir: str | None = None
 
 
@@ -65,7 +76,7 @@ def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cf
     out = []
     inner = [validation_split(tr, task, 0.15, cfg.seed + k) for k, (tr, _) in enumerate(folds)]
     for kind in cfg.probes.kinds:
-        for pooling in cfg.probes.poolings:
+        for pooling in [p for p in cfg.probes.poolings if p in emb]:
             t0 = time.perf_counter()
             X = np.asarray(emb[pooling])
             layers = cfg.probes.layers or list(range(X.shape[1]))
@@ -107,52 +118,155 @@ def _check_context(task: Task, tok, max_tokens: int, long_mode: str) -> None:
         )
 
 
-def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model=None, tok=None) -> dict[str, Any]:
+def _baselines(modality: str, cfg: EvaluateConfig) -> list[tuple[str, Any]]:
+    """(name, Method) of the modality's baselines, with their settings bound."""
+    if modality == "dna":
+        from biofm.dna.baselines import BASELINES
+
+        return [(n, lambda t, f, s, n=n: BASELINES[n](t, f, s, cfg.baselines)) for n in cfg.baselines.run]
+    if modality == "text":
+        from biofm.text.baselines import text_baseline_method
+
+        return [(n, text_baseline_method(n, cfg.text_baselines)) for n in cfg.text_baselines.run]
+    from biofm.cells.baselines import cell_baseline_method
+
+    return [(n, cell_baseline_method(n, cfg.cell_baselines)) for n in cfg.cell_baselines.run]
+
+
+def _sequence_embeddings(task: Task, cfg: EvaluateConfig, model_dir: Path, model, tok) -> dict[str, np.ndarray]:
+    from biofm.eval.embeddings import cached_embeddings
+
+    max_tokens = int(getattr(model.config, "max_position_embeddings", 512))
+    long_mode = task.meta.get("long_sequences") or "error"
+    _check_context(task, tok, max_tokens, long_mode)
+    return cached_embeddings(model, tok, model_dir, list(task.inputs), max_tokens=max_tokens, long_mode=long_mode,
+                             batch_size=cfg.embed_batch_size, cache_dir=cfg.cache_dir)
+
+
+def _cell_embeddings(task: Task, cfg: EvaluateConfig, model_dir: Path, model, tok) -> dict[str, np.ndarray]:
+    from biofm.cells.embed import task_embeddings
+
+    return task_embeddings(model_dir, task, batch_size=cfg.embed_batch_size, cache_dir=cfg.cache_dir)
+
+
+EMBEDDINGS = {"dna": _sequence_embeddings, "text": _sequence_embeddings, "cells": _cell_embeddings}
+
+
+def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model=None, tok=None,
+                  modality: str = "dna") -> dict[str, Any]:
     folds = make_folds(task, cfg.folds, cfg.seed)
     methods: list[dict] = []
+    extra: dict[str, Any] = {}
+    emb: dict[str, np.ndarray] | None = None
     if model is not None:
-        from biofm.eval.embeddings import cached_embeddings
-
-        max_tokens = int(getattr(model.config, "max_position_embeddings", 512))
-        long_mode = task.meta.get("long_sequences") or "error"
-        _check_context(task, tok, max_tokens, long_mode)
         t0 = time.perf_counter()
-        emb = cached_embeddings(model, tok, model_dir, list(task.inputs), max_tokens=max_tokens, long_mode=long_mode,
-                                batch_size=cfg.embed_batch_size, cache_dir=cfg.cache_dir)
+        emb = EMBEDDINGS[modality](task, cfg, model_dir, model, tok)
         console.print(f"[{task.name}] embeddings {tuple(emb['mean'].shape)} in {time.perf_counter() - t0:.1f}s")
         methods += _probe_methods(task, folds, emb, cfg)
-        for method in cfg.finetune.methods:
-            t0 = time.perf_counter()
-            preds = finetune(task, folds, cfg.seed, model_dir=model_dir, tokenizer=tok, method=method,
-                             cfg=cfg.finetune, max_tokens=max_tokens)
-            methods.append(_scored(f"finetune-{method}", "finetune", task, preds, time.perf_counter() - t0))
-            console.print(f"[{task.name}] finetune-{method} in {methods[-1]['seconds']:.1f}s")
-    for name in cfg.baselines.run:
+        if modality == "cells":
+            from biofm.cells.baselines import knn_method
+
+            for pooling in [p for p in cfg.probes.poolings if p in emb]:
+                t0 = time.perf_counter()
+                preds = knn_method(np.asarray(emb[pooling])[:, -1], cfg.probes.knn_k)(task, folds, cfg.seed)
+                methods.append(_scored(f"probe-knn-{pooling}", "probe", task, preds, time.perf_counter() - t0))
+        else:
+            max_tokens = int(getattr(model.config, "max_position_embeddings", 512))
+            for method in cfg.finetune.methods:
+                t0 = time.perf_counter()
+                preds = finetune(task, folds, cfg.seed, model_dir=model_dir, tokenizer=tok, method=method,
+                                 cfg=cfg.finetune, max_tokens=max_tokens)
+                methods.append(_scored(f"finetune-{method}", "finetune", task, preds, time.perf_counter() - t0))
+                console.print(f"[{task.name}] finetune-{method} in {methods[-1]['seconds']:.1f}s")
+    for name, method in _baselines(modality, cfg):
         t0 = time.perf_counter()
-        preds = BASELINES[name](task, folds, cfg.seed, cfg.baselines)
+        preds = method(task, folds, cfg.seed)
         methods.append(_scored(f"baseline-{name}", "baseline", task, preds, time.perf_counter() - t0))
         console.print(f"[{task.name}] baseline-{name} in {methods[-1]['seconds']:.1f}s")
+    if modality == "cells":
+        extra["embedding_metrics"] = _cell_embedding_metrics(task, cfg, emb)
     metric = HEADLINE[task.type]
     verdict = task_verdict(task.name, methods, metric)
-    return {"task": task.name, "type": task.type, "n": len(task.labels), "classes": task.classes,
-            "folds": len(folds), "headline_metric": metric, "methods": methods,
-            "verdict": None if verdict is None else {**vars(verdict), "sentence": verdict.sentence()}}
+    return {"task": task.name, "type": task.type, "modality": modality, "n": len(task.labels),
+            "classes": task.classes, "folds": len(folds), "headline_metric": metric, "methods": methods,
+            "verdict": None if verdict is None else {**vars(verdict), "sentence": verdict.sentence()}, **extra}
+
+
+def _cell_embedding_metrics(task: Task, cfg: EvaluateConfig, emb: dict[str, np.ndarray] | None) -> list[dict]:
+    """Clustering agreement (Leiden, k-means), label silhouette and batch mixing, model beside PCA."""
+    from biofm.cells.baselines import pca_embedding
+    from biofm.cells.metrics import embedding_report
+
+    t0 = time.perf_counter()
+    spaces = {"baseline-pca": pca_embedding(task, cfg.seed, cfg.cell_baselines)}
+    for pooling in ("mean", "cls"):
+        if emb is not None and pooling in emb:
+            spaces[f"biofm-{pooling}"] = np.asarray(emb[pooling])[:, -1]
+    rows = embedding_report(spaces, task, cfg.seed)
+    console.print(f"[{task.name}] embedding metrics in {time.perf_counter() - t0:.1f}s")
+    return rows
+
+
+def load_any_task(spec: str) -> tuple[str, Task]:
+    """(modality, task) for a shipped name, a task YAML, a table or an h5ad (`file.h5ad:label_column`)."""
+    from biofm.cells.tasks import is_cell_task, load_cell_task
+    from biofm.dna.tasks import SHIPPED_TASKS, load_task, shipped_task
+    from biofm.text.tasks import SHIPPED_TEXT_TASKS, load_text_task
+
+    if spec in SHIPPED_TASKS:
+        return "dna", load_task(shipped_task(spec))
+    if spec in SHIPPED_TEXT_TASKS:
+        return "text", load_text_task(spec)
+    if is_cell_task(spec):
+        return "cells", load_cell_task(spec)
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml") and path.is_file():
+        data = cfgmod.read_yaml(path)
+        if data.get("modality") == "text" or "text_column" in data:
+            return "text", load_text_task(spec)
+    elif path.is_file() and _table_has_text_column(path):
+        return "text", load_text_task(spec)
+    return "dna", load_task(spec)
+
+
+def _table_has_text_column(path: Path) -> bool:
+    import gzip
+
+    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rt", errors="replace") as fh:
+            head = fh.readline()
+    except OSError:
+        return False
+    return "text" in head.replace(",", "\t").replace('"', "").strip().split("\t") or head.startswith('{"text"')
+
+
+def _model_modality(model_dir: Path, model) -> str:
+    if (model_dir / "biofm_cell.json").exists():
+        return "cells"
+    if getattr(model.config, "biofm_modality", None):
+        return model.config.biofm_modality
+    return "dna"
 
 
 def run_evaluation(cfg: EvaluateConfig) -> Path:
-    from biofm.dna.tasks import load_task, shipped_task
     from biofm.eval.report import write_outputs
 
     model = tok = model_dir = None
+    model_modality = None
     if cfg.model:
-        from biofm.models.load import load_masked_lm, resolve_model_dir
+        from biofm.models.load import load_for_embedding, resolve_model_dir
 
         model_dir = resolve_model_dir(cfg.model)
-        model, tok = load_masked_lm(model_dir)
-    tasks = [load_task(shipped_task(t) if t in ("splice", "promoter") else t) for t in cfg.tasks]
+        model, tok = load_for_embedding(model_dir)
+        model_modality = _model_modality(model_dir, model)
+    tasks = [load_any_task(t) for t in cfg.tasks]
     results = []
-    for task in tasks:
-        results.append(evaluate_task(task, cfg, model_dir, model, tok))
+    for modality, task in tasks:
+        if model_modality is not None and modality != model_modality:
+            raise BiofmError(f"{task.source}: a {modality} task cannot be scored with a {model_modality} model "
+                             f"({model_dir})")
+        results.append(evaluate_task(task, cfg, model_dir, model, tok, modality))
     verdicts = [r["verdict"] for r in results if r["verdict"]]
     overall = count_sentence([v["outcome"] for v in verdicts]) if verdicts else "no verdict (no model)"
     return write_outputs(Path(cfg.out), {"model": str(model_dir) if model_dir else None, "overall": overall,

@@ -32,6 +32,10 @@ TARGETS = {
             "head": ["classifier"]},
     "bert": {"ia3": (["key", "value", "output.dense"], ["output.dense"]), "lora": ["query", "key", "value", "dense"],
              "head": ["classifier"]},
+    "gpt2": {"ia3": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]), "lora": ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"],
+             "head": ["score"]},
+    "llama": {"ia3": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+              "lora": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "head": ["score"]},
 }
 
 

@@ -30,15 +30,31 @@ def resolve_model_dir(path: str | Path) -> Path:
     return path
 
 
-def load_masked_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    path = resolve_model_dir(path)
-    model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     tok_dir = path if (path / "tokenizer.json").exists() else path.parent / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         raise BiofmError(f"{path}: no tokenizer files beside the model")
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
+    return AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
+
+
+def load_masked_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    path = resolve_model_dir(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    from biofm.models.presets import CAUSAL_ARCHS
+
+    if config.model_type in CAUSAL_ARCHS:
+        raise BiofmError(f"{path}: a causal ({config.model_type}) model has no masked-LM head; use `biofm generate`")
+    model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
     model.eval()
-    return model, tokenizer
+    return model, load_tokenizer(path)
+
+
+def load_for_embedding(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A masked or causal LM with its tokenizer, in eval mode (embeddings, probes, fine-tuning)."""
+    path = resolve_model_dir(path)
+    model = load_pretrained(path)
+    model.eval()
+    return model, load_tokenizer(path)
 
 
 def load_pretrained(path: str | Path) -> PreTrainedModel:

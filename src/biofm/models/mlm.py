@@ -27,6 +27,13 @@ def split_mlm(model: PreTrainedModel) -> tuple[nn.Module, Callable[[torch.Tensor
     raise ValueError(f"masked-LM head of model type {kind!r} is not supported")
 
 
+def encoder_of(model: PreTrainedModel) -> nn.Module:
+    """The transformer body (hidden states out) of a masked or causal LM."""
+    if model.config.model_type in ("gpt2", "llama"):
+        return model.base_model
+    return split_mlm(model)[0]
+
+
 def masked_logits(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor
 ) -> torch.Tensor:
@@ -41,7 +48,7 @@ def layer_embeddings(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
     """Mean-pooled hidden states of every layer, [B, n_layers + 1, H] (index 0 = embeddings)."""
-    encoder, _ = split_mlm(model)
+    encoder = encoder_of(model)
     out = encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
     states = torch.stack(out.hidden_states, dim=1)  # [B, n_layers + 1, L, H]
     mask = attention_mask[:, None, :, None].to(states.dtype)

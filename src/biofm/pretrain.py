@@ -149,9 +149,10 @@ def run(cfg: PretrainBase, *, resume: bool = False, overwrite: bool = False, pro
         raise
     summary["data"] = prepared.meta
     summary["preset"] = preset.name
+    state = trainer.full_state()  # a collective under FSDP: every rank takes part
     if trainer.is_main:
         with atomic_path(run_dir / "model", is_dir=True) as tmp:
-            trainer.unwrapped.save_pretrained(tmp)
+            trainer.save_model(tmp, state)
             tok.save(tmp)
         write_json(run_dir / "summary.json", summary)
         finish_run(run_dir)

@@ -262,10 +262,11 @@ class CellObjective(Objective):
                 "token_types": {"no_value": NO_VALUE, "hidden_value": HIDDEN_VALUE, "first_bin": VALUE_OFFSET},
                 "temperature": self.temperature, "heads_file": HEADS_FILE}
 
-    def save_pretrained(self, path: Path) -> None:
+    def save_pretrained(self, path: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         path = Path(path)
-        self.model.save_pretrained(path)
-        heads = {k: v.detach().contiguous() for k, v in self.state_dict().items()
+        state = state_dict if state_dict is not None else self.state_dict()
+        super().save_pretrained(path, state)
+        heads = {k: v.detach().contiguous() for k, v in state.items()
                  if k.startswith("heads.") or k == "ordinal_cuts"}
         if heads:
             save_file(heads, str(path / HEADS_FILE))

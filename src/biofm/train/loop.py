@@ -200,9 +200,9 @@ class Trainer:
                 loss = sum(self.components[n] * out[n] / global_counts[n] for n in names)
                 self.acc.backward(loss * self.acc.num_processes)
             sums += torch.stack([out[n].detach().double() for n in names])
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.objective.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        )
+        # accelerate's clip knows FSDP shards and DeepSpeed; the norm is over the whole model either way
+        grad_norm = self.acc.clip_grad_norm_(self.objective.parameters(),
+                                             cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
@@ -265,12 +265,20 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """The objective's whole state dict on rank 0 (FSDP shards gathered); every rank must call it."""
+        return self.acc.get_state_dict(self.objective)
+
+    def save_model(self, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        self.unwrapped.save_pretrained(path, state_dict=state)
+
     def save_checkpoint(self) -> None:
         self.acc.wait_for_everyone()
+        state = self.full_state()
         if self.is_main:
             dest = self.checkpoint_dir() / f"step-{self.state.step}"
             with atomic_path(dest, is_dir=True) as tmp:
-                self.unwrapped.save_pretrained(tmp / "model")
+                self.save_model(tmp / "model", state)
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
                 write_json(tmp / "trainer_state.json", {
@@ -404,7 +412,7 @@ class Trainer:
                                "eval_gain_se": ev.gain_se}
         out.update({f"baseline_{name}": value for name, value in ev.baselines.items()})
         if self.main == "clm":  # exp(total NLL / total predicted tokens), never a mean of batch perplexities
-            out[f"{prefix}perplexity"] = math.exp(min(ev.loss, 700.0))
+            out["perplexity"] = math.exp(min(ev.loss, 700.0))
             out["unigram_perplexity"] = math.exp(min(ev.baselines.get("unigram", float("nan")), 700.0))
         u = self.unit_name
         if u and ev.units:

@@ -52,9 +52,13 @@ class Objective(nn.Module):
         """Baselines that do not depend on the targets, e.g. the uniform log(V)."""
         return {}
 
-    def save_pretrained(self, path: Path) -> None:
-        """A Hugging Face model folder; subclasses with extra heads add their files to it."""
-        self.model.save_pretrained(path)
+    def save_pretrained(self, path: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """A Hugging Face model folder; subclasses with extra heads add their files to it.
+
+        `state_dict` is the objective's full state (e.g. gathered from FSDP shards); default: this module's."""
+        state = state_dict if state_dict is not None else self.state_dict()
+        model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        self.model.save_pretrained(path, state_dict=model_state)
 
     def load_weights(self, path: Path) -> None:
         weights = load_file(str(path / "model.safetensors"))

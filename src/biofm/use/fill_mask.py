@@ -18,8 +18,11 @@ def fill_mask(model_path: str | Path, sequence: str, top_k: int = 5) -> list[lis
         raise BiofmError(f"sequence has no {mask} token; write e.g. ACGTAC{mask}GGATTA")
     pieces = sequence.split(mask)
     ids = [tok.cls_token_id] if tok.cls_token_id is not None else []
+    text = getattr(model.config, "biofm_modality", "dna") == "text"
     for i, piece in enumerate(pieces):
-        piece = piece.strip().upper()
+        # DNA: case and spaces carry nothing. Text (byte-level BPE): a word's token carries its leading
+        # space, so the space before a <mask> belongs to the masked token, not to the text before it.
+        piece = (piece.rstrip() if i < len(pieces) - 1 else piece) if text else piece.strip().upper()
         if piece:
             ids += tok(piece, add_special_tokens=False)["input_ids"]
         if i < len(pieces) - 1:
@@ -33,5 +36,6 @@ def fill_mask(model_path: str | Path, sequence: str, top_k: int = 5) -> list[lis
     out = []
     for pos in (input_ids[0] == tok.mask_token_id).nonzero().flatten().tolist():
         p, idx = probs[pos].topk(top_k)
-        out.append([(tok.convert_ids_to_tokens(int(i)), float(v)) for v, i in zip(p, idx, strict=True)])
+        name = (lambda i: tok.decode([i])) if text else tok.convert_ids_to_tokens
+        out.append([(name(int(i)), float(v)) for v, i in zip(p, idx, strict=True)])
     return out

@@ -139,3 +139,26 @@ def test_masked_text_model_and_fill_mask(tmp, capsys):
     main(["fill-mask", "--model", str(tmp / "bert"), "--sequence", "the cell <mask> expression", "--top-k", "3"])
     out = capsys.readouterr().out
     assert out.startswith("<mask> #1:") and out.count(".") >= 3
+
+
+def test_evaluate_text_task_with_probes_lora_and_tfidf(tmp):
+    rng = random.Random(1)
+    lines = ["text\tlabel"]
+    for i in range(40):
+        label = i % 2
+        word = "kinase" if label else "receptor"
+        words = [rng.choice(WORDS) for _ in range(12)] + [word] * 3
+        rng.shuffle(words)
+        lines.append(" ".join(words) + f"\t{'yes' if label else 'no'}")
+    (tmp / "cls.tsv").write_text("\n".join(lines) + "\n")
+    main(["evaluate", "--model", str(tmp / "one"), "--task", str(tmp / "cls.tsv"), "--out", str(tmp / "ev"),
+          "--folds", "2", "--set", "finetune.methods=[lora]", "--set", "finetune.epochs=1",
+          "--set", "probes.kinds=[logreg]"])
+    results = json.loads((tmp / "ev" / "results.json").read_text())
+    task = results["tasks"][0]
+    names = {m["name"] for m in task["methods"]}
+    assert task["modality"] == "text"
+    assert {"probe-logreg-mean", "probe-logreg-last", "finetune-lora", "baseline-tfidf_logreg"} <= names
+    tfidf = next(m for m in task["methods"] if m["name"] == "baseline-tfidf_logreg")
+    assert tfidf["summary"]["accuracy"]["mean"] > 0.8  # the label word is a give-away
+    assert task["verdict"] is not None

@@ -64,6 +64,20 @@ def nb_nll(count: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch.
     return -ll
 
 
+def _cuts_from_marginal(unigram_logp: np.ndarray | None, n_bins: int) -> torch.Tensor:
+    """Raw thresholds (first cut, then softplus-gaps) at which the ordinal model starts as the value-bin
+    marginal. Starting at zero instead, Adam moves each threshold by about lr per step, so the cuts
+    need thousands of steps to reach the data's spread and the loss sits above log(bins) meanwhile."""
+    if unigram_logp is None:
+        return torch.zeros(n_bins - 1)
+    p = np.exp(np.asarray(unigram_logp, dtype=np.float64)[:n_bins])
+    cdf = np.clip(np.cumsum(p / p.sum())[:-1], 1e-4, 1 - 1e-4)
+    cuts = np.log(cdf / (1 - cdf))
+    gaps = np.maximum(np.diff(cuts) - 1e-3, 1e-4)
+    raw = np.concatenate([cuts[:1], np.log(np.expm1(gaps))])  # softplus^-1
+    return torch.as_tensor(raw, dtype=torch.float32)
+
+
 class CellObjective(Objective):
     def __init__(self, model: PreTrainedModel, *, mode: str, weights: dict[str, float], n_bins: int,
                  mask_prob: float, stats: dict[str, np.ndarray], gene_ids: np.ndarray, special_ids: tuple[int, ...],
@@ -86,7 +100,7 @@ class CellObjective(Objective):
                                               nn.Linear(hidden, n_bins))
         if "value_ordinal" in self.components:
             heads["value_ordinal"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
-            self.ordinal_cuts = nn.Parameter(torch.zeros(n_bins - 1))  # first cut, then log-gaps
+            self.ordinal_cuts = nn.Parameter(_cuts_from_marginal(stats.get("unigram_logp"), n_bins))
         if "value_mse" in self.components:
             heads["value_mse"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
         if "value_nb" in self.components:

@@ -1,0 +1,135 @@
+"""Cell embeddings from a biofm cell model: every layer, mean-pooled and <cls>, cached.
+
+A cell is tokenised with the settings saved beside the model (`cell_tokenizer.json`), so a cell
+embeds the same way it was seen in pretraining; values enter as BERT token types (no value is hidden).
+`biofm embed` on an `.h5ad` writes a NEW h5ad (the input is never modified) with the chosen layer's
+embedding in `obsm["X_biofm"]` (mean-pooled) and `obsm["X_biofm_cls"]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from biofm.cells.objectives import CELL_FILE, NO_VALUE, VALUE_OFFSET
+from biofm.cells.tokenize import CellTokenizer
+from biofm.data.blocks import cache_root, file_fingerprint
+from biofm.errors import BiofmError
+from biofm.io.atomic import atomic_path, write_json
+
+
+def load_cell_model(model_dir: str | Path) -> tuple[Any, CellTokenizer, dict[str, Any]]:
+    from transformers import AutoModelForMaskedLM
+
+    from biofm.models.load import resolve_model_dir
+
+    path = resolve_model_dir(model_dir)
+    if not (path / CELL_FILE).exists():
+        raise BiofmError(f"{path}: not a biofm cell model (no {CELL_FILE})")
+    info = json.loads((path / CELL_FILE).read_text())
+    model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+    model.eval()
+    return model, CellTokenizer.load(path), info
+
+
+@torch.inference_mode()
+def cell_layer_embeddings(model, tok: CellTokenizer, X, genes: np.ndarray, *, batch_size: int = 64,
+                          seed: int = 0) -> dict[str, np.ndarray]:
+    """{"mean": [n, layers+1, H], "cls": [n, layers+1, H]} float32 for the cells (rows) of X."""
+    n = X.shape[0]
+    layers, hidden = model.config.num_hidden_layers + 1, model.config.hidden_size
+    mean = np.zeros((n, layers, hidden), dtype=np.float32)
+    cls = np.zeros_like(mean)
+    rank_mode = tok.cfg.mode == "rank_value"
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, min(start + batch_size, n))
+        cols = tok.tokenize(X[rows], genes, rows, seed=seed)
+        ids = torch.from_numpy(cols["gene_ids"].astype(np.int64))
+        values = cols["values"].astype(np.int64)
+        attention = ids != tok.vocab.pad_id
+        kw: dict[str, Any] = {}
+        if not rank_mode:
+            kw["token_type_ids"] = torch.from_numpy(np.where(values >= 0, values + VALUE_OFFSET, NO_VALUE))
+        out = model.bert(input_ids=ids, attention_mask=attention, output_hidden_states=True, **kw)
+        states = torch.stack(out.hidden_states, dim=1).float()  # [B, layers+1, L, H]
+        m = attention[:, None, :, None].float()
+        mean[rows] = ((states * m).sum(2) / m.sum(2).clamp_min(1)).numpy()
+        cls[rows] = states[:, :, 0, :].numpy()
+    return {"mean": mean, "cls": cls}
+
+
+def _cache_key(model_dir: Path, h5ad: str, rows: np.ndarray, extra: Any) -> str:
+    h = hashlib.sha256()
+    for f in sorted(model_dir.glob("*.safetensors")):
+        h.update(file_fingerprint(f).encode())
+    h.update(file_fingerprint(h5ad).encode())
+    h.update(np.asarray(rows, dtype=np.int64).tobytes())
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
+def task_embeddings(model_dir: str | Path, task, *, batch_size: int = 64,
+                    cache_dir: str | None = None) -> dict[str, np.ndarray]:
+    """Embeddings of a cell task's cells (rows `task.inputs` of its h5ad), cached by content."""
+    from biofm.cells.h5ad import read_counts
+    from biofm.models.load import resolve_model_dir
+
+    model_dir = resolve_model_dir(model_dir)
+    meta = task.meta
+    rows = np.asarray(task.inputs, dtype=np.int64)
+    key = _cache_key(model_dir, meta["h5ad"], rows, [meta.get("layer"), meta.get("gene_column")])
+    dest = cache_root(cache_dir) / f"cellemb-{key}"
+    if (dest / "meta.json").exists():
+        return {p.stem: np.load(p, mmap_mode="r") for p in dest.glob("*.npy")}
+    model, tok, _ = load_cell_model(model_dir)
+    counts = read_counts(meta["h5ad"], layer=meta.get("layer"), gene_column=meta.get("gene_column"))
+    coverage = tok.vocab.coverage(counts.genes)
+    if coverage == 0:
+        raise BiofmError(f"{meta['h5ad']}: none of its genes is in the model's vocabulary ({model_dir}); are the "
+                         f"gene ids of the same kind (symbols vs Ensembl ids, data.gene_column)?")
+    emb = cell_layer_embeddings(model, tok, counts.X[rows], counts.genes, batch_size=batch_size)
+    with atomic_path(dest, is_dir=True) as tmp:
+        for pooling, arr in emb.items():
+            np.save(tmp / f"{pooling}.npy", arr)
+        write_json(tmp / "meta.json", {"model": str(model_dir), "h5ad": str(meta["h5ad"]), "n": len(rows),
+                                       "gene_coverage": coverage})
+    return emb
+
+
+def embed_h5ad(model_dir: str | Path, src: str | Path, out: str | Path, *, layer: int = -1,
+               layer_name: str | None = None, gene_column: str | None = None,
+               batch_size: int = 64) -> tuple[int, int, float]:
+    """Write a copy of `src` with obsm["X_biofm"] (mean-pooled) and obsm["X_biofm_cls"] of `layer`.
+
+    Returns (cells, dimensions, fraction of the file's genes in the model's vocabulary)."""
+    import anndata as ad
+
+    from biofm.cells.h5ad import read_counts
+
+    src, out = Path(src), Path(out)
+    if out.resolve() == src.resolve():
+        raise BiofmError(f"{out}: the output would overwrite the input; biofm never modifies its input")
+    if out.suffix != ".h5ad":
+        raise BiofmError(f"{out}: the output of a cell embedding is an .h5ad file")
+    model, tok, _ = load_cell_model(model_dir)
+    counts = read_counts(src, layer=layer_name, gene_column=gene_column)
+    coverage = tok.vocab.coverage(counts.genes)
+    if coverage == 0:
+        raise BiofmError(f"{src}: none of its genes is in the model's vocabulary; pass --gene-column for Ensembl ids")
+    emb = cell_layer_embeddings(model, tok, counts.X, counts.genes, batch_size=batch_size)
+    n_layers = emb["mean"].shape[1]
+    if not -n_layers <= layer < n_layers:
+        raise BiofmError(f"--layer {layer}: the model has layers 0..{n_layers - 1} (0 = embeddings)")
+    adata = ad.read_h5ad(src)  # a fresh in-memory copy; the file itself is only read
+    adata.obsm["X_biofm"] = np.ascontiguousarray(emb["mean"][:, layer])
+    adata.obsm["X_biofm_cls"] = np.ascontiguousarray(emb["cls"][:, layer])
+    adata.uns["biofm"] = {"model": str(model_dir), "layer": int(layer % n_layers), "pooling": "mean (X_biofm), "
+                          "cls (X_biofm_cls)", "gene_coverage": float(coverage)}
+    with atomic_path(out) as tmp:
+        adata.write_h5ad(tmp)
+    return adata.n_obs, int(emb["mean"].shape[2]), coverage

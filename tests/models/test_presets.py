@@ -4,8 +4,12 @@ import torch
 from biofm.models.presets import PRESETS, build_config, build_model, count_params, padded_vocab
 
 
+# the vocabulary each published size was counted with: NT's 6-mers, GPT-2's BPE, BERT's WordPiece
+PUBLISHED_VOCAB = {"gpt2-small": 50257, "bert-base": 30522}
+
+
 def _count(name: str) -> int:
-    cfg = build_config(name, vocab_size=4106, pad_id=1, mask_id=2, cls_id=3, eos_id=4)
+    cfg = build_config(name, vocab_size=PUBLISHED_VOCAB.get(name, 4106), pad_id=1, mask_id=2, cls_id=3, eos_id=4)
     with torch.device("meta"):
         return count_params(build_model(cfg))
 

@@ -3,7 +3,6 @@ import torch
 
 from biofm.models.presets import PRESETS, build_config, build_model, count_params, padded_vocab
 
-
 # the vocabulary each published size was counted with: NT's 6-mers, GPT-2's BPE, BERT's WordPiece
 PUBLISHED_VOCAB = {"gpt2-small": 50257, "bert-base": 30522}
 

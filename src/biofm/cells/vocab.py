@@ -19,8 +19,6 @@ A saved folder holds
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from biofm.errors import BiofmError
-from biofm.io.atomic import atomic_path, json_safe
+from biofm.io.atomic import json_safe, write_files_into
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -154,21 +152,7 @@ class GeneVocab:
         An existing folder (e.g. a model's) is added to; each file is renamed into place. A new folder
         appears all at once.
         """
-        dest = Path(path)
-        if dest.is_dir():
-            tmp = Path(tempfile.mkdtemp(prefix=".biofm-genevocab-", dir=dest))
-            try:
-                self._write(tmp)
-                for file in sorted(tmp.iterdir()):
-                    file.chmod(0o644)
-                    file.replace(dest / file.name)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            with atomic_path(dest, is_dir=True) as tmp:
-                tmp.chmod(0o755)
-                self._write(tmp)
-        return dest
+        return write_files_into(path, self._write, prefix=".biofm-genevocab-")
 
     def _write(self, folder: Path) -> None:
         self.to_hf().save_pretrained(str(folder))

@@ -18,8 +18,6 @@ genome cheap compared with a per-token string pipeline.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -27,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 
 from biofm.errors import BiofmError
-from biofm.io.atomic import atomic_path
+from biofm.io.atomic import write_files_into
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -261,21 +259,7 @@ class KmerTokenizer:
         beside a model's weights; each file is renamed into place, so none is ever half-written. A
         new folder appears all at once.
         """
-        dest = Path(path)
-        if dest.is_dir():
-            tmp = Path(tempfile.mkdtemp(prefix=".biofm-tokenizer-", dir=dest))
-            try:
-                self._write_hf(tmp)
-                for file in sorted(tmp.iterdir()):
-                    file.replace(dest / file.name)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            with atomic_path(dest, is_dir=True) as tmp:
-                # mkdtemp makes the folder owner-only; a saved tokenizer is meant to be shared like a file.
-                tmp.chmod(0o755)
-                self._write_hf(tmp)
-        return dest
+        return write_files_into(path, self._write_hf, prefix=".biofm-tokenizer-")
 
     def _write_hf(self, folder: Path) -> None:
         self.to_hf().save_pretrained(str(folder))

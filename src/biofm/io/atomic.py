@@ -89,3 +89,25 @@ def json_safe(obj: Any) -> Any:
 
 def write_json(dest: str | Path, obj: Any) -> None:
     write_text(dest, json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def write_files_into(dest: str | Path, write: Any, prefix: str = ".biofm-files-") -> Path:
+    """Call `write(folder)` and put what it wrote into folder `dest`.
+
+    Like `save_pretrained`, an existing folder (e.g. a model's) is added to, each file renamed into
+    place so none is ever half-written; a new folder appears all at once."""
+    dest = Path(dest)
+    if dest.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest))
+        try:
+            write(tmp)
+            for file in sorted(tmp.iterdir()):
+                file.chmod(0o644)  # mkstemp-style owner-only modes would make a shared model unreadable
+                file.replace(dest / file.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with atomic_path(dest, is_dir=True) as tmp:
+            tmp.chmod(0o755)  # mkdtemp makes the folder owner-only; a saved folder is meant to be shared
+            write(tmp)
+    return dest

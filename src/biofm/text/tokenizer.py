@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from biofm.errors import BiofmError
-from biofm.io.atomic import atomic_path
+from biofm.io.atomic import write_files_into
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -130,20 +128,7 @@ class TextTokenizer:
         Like `save_pretrained`, an existing folder is added to (so the tokenizer can sit beside a
         model's weights), each file renamed into place; a new folder appears all at once.
         """
-        dest = Path(path)
-        if dest.is_dir():
-            tmp = Path(tempfile.mkdtemp(prefix=".biofm-tokenizer-", dir=dest))
-            try:
-                self._write_hf(tmp)
-                for file in sorted(tmp.iterdir()):
-                    file.replace(dest / file.name)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            with atomic_path(dest, is_dir=True) as tmp:
-                tmp.chmod(0o755)
-                self._write_hf(tmp)
-        return dest
+        return write_files_into(path, self._write_hf, prefix=".biofm-tokenizer-")
 
     def _write_hf(self, folder: Path) -> None:
         self.hf.save_pretrained(str(folder))

@@ -24,6 +24,13 @@ def test_not_below_unigram_gives_advice():
     assert any("masking" in a for a in d.advice)
 
 
+def test_the_objective_adds_its_modality_advice():
+    summary = {**BASE, "eval_gain_se": 0.001, "objective": {"advice": ["try objectives.gene_prior=true"]}}
+    d = diagnose(summary, _rows([1.40, 1.39, 1.385, 1.381]))
+    assert d.verdict == NOT_BELOW and "try objectives.gene_prior=true" in d.advice
+    assert d.advice.index("try objectives.gene_prior=true") == 1  # after the what-it-means line
+
+
 def test_small_gain_within_noise_is_not_learning():
     d = diagnose({**BASE, "eval_gain_se": 0.01}, _rows([1.39, 1.375]))
     assert d.verdict == NOT_BELOW

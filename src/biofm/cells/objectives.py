@@ -15,6 +15,14 @@ Value objectives predict a hidden value from the cell's other genes:
 `gene_id` predicts masked gene ids (rank-value), `contrastive` is InfoNCE between two random gene
 subsets of the same cell (the other cells of the micro-batch are the negatives).
 
+With `gene_prior` (the default) each value head starts at the gene's own context-free distribution:
+a learned per-gene offset (bin log-frequencies for `value_ce`, thresholds for `value_ordinal`, the
+mean log1p for `value_mse`, NB mean and dispersion for `value_nb`), initialised from the training
+cells, with the head's last layer at zero. Step 0 then scores the per-gene baseline and the encoder
+only has to learn what the rest of the cell adds. Without it the network must first rediscover every
+gene's marginal through its embedding; on small data that alone takes longer than the run (the
+failing run's configuration, `gene_prior: false`).
+
 Every component returns a sum over its targets; counts are taken at collate time, so the shared
 trainer normalises each by its global count. The health verdict scores the main component with
 every target hidden, beside context-free baselines on the same targets (the value-bin frequencies,
@@ -64,24 +72,33 @@ def nb_nll(count: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch.
     return -ll
 
 
-def _cuts_from_marginal(unigram_logp: np.ndarray | None, n_bins: int) -> torch.Tensor:
-    """Raw thresholds (first cut, then softplus-gaps) at which the ordinal model starts as the value-bin
-    marginal. Starting at zero instead, Adam moves each threshold by about lr per step, so the cuts
-    need thousands of steps to reach the data's spread and the loss sits above log(bins) meanwhile."""
-    if unigram_logp is None:
+def _cuts_from_marginal(logp: np.ndarray | None, n_bins: int) -> torch.Tensor:
+    """Raw thresholds (first cut, then softplus-gaps) at which the ordinal model starts as the given
+    value-bin marginal ([K], or [V, K] for one set per gene). Starting at zero instead, Adam moves each
+    threshold by about lr per step, so the cuts need thousands of steps to reach the data's spread and
+    the loss sits above log(bins) meanwhile."""
+    if logp is None:
         return torch.zeros(n_bins - 1)
-    p = np.exp(np.asarray(unigram_logp, dtype=np.float64)[:n_bins])
-    cdf = np.clip(np.cumsum(p / p.sum())[:-1], 1e-4, 1 - 1e-4)
+    p = np.exp(np.asarray(logp, dtype=np.float64)[..., :n_bins])
+    cdf = np.clip(np.cumsum(p / p.sum(-1, keepdims=True), -1)[..., :-1], 1e-4, 1 - 1e-4)
     cuts = np.log(cdf / (1 - cdf))
-    gaps = np.maximum(np.diff(cuts) - 1e-3, 1e-4)
-    raw = np.concatenate([cuts[:1], np.log(np.expm1(gaps))])  # softplus^-1
+    gaps = np.maximum(np.diff(cuts, axis=-1) - 1e-3, 1e-4)
+    raw = np.concatenate([cuts[..., :1], np.log(np.expm1(gaps))], -1)  # softplus^-1
     return torch.as_tensor(raw, dtype=torch.float32)
+
+
+def _zero_last(head: nn.Sequential) -> nn.Sequential:
+    """The head's output starts at 0, so the per-gene prior alone sets the step-0 prediction."""
+    nn.init.zeros_(head[-1].weight)
+    nn.init.zeros_(head[-1].bias)
+    return head
 
 
 class CellObjective(Objective):
     def __init__(self, model: PreTrainedModel, *, mode: str, weights: dict[str, float], n_bins: int,
                  mask_prob: float, stats: dict[str, np.ndarray], gene_ids: np.ndarray, special_ids: tuple[int, ...],
-                 mask_id: int, pad_id: int, temperature: float = 0.1, projection_dim: int = 128):
+                 mask_id: int, pad_id: int, temperature: float = 0.1, projection_dim: int = 128,
+                 gene_prior: bool = True):
         super().__init__()
         self.model = model
         self.mode, self.n_bins, self.pad_id = mode, n_bins, pad_id
@@ -90,24 +107,47 @@ class CellObjective(Objective):
         self.reference = REFERENCE[self.main]
         self.loss_unit = "squared error of log1p(count)" if self.main == "value_mse" else "nats per target"
         self.temperature = temperature
+        self.advice = tuple(a for a in (
+            None if gene_prior else "start each value head at the gene's own value distribution "
+                                    "(objectives.gene_prior=true): the loss then starts at the per-gene baseline",
+            "try the ordinal or negative-binomial objective (objectives.value_ordinal / value_nb) and per-cell "
+            "quantile bins (tokenizer.binning=quantile, n_bins 11-51): one-count-per-class bins are mostly "
+            "empty and cross-entropy treats a near miss as a total miss",
+            "hide more values (train.mask_prob 0.3) and use a warmup with a lower peak learning rate",
+        ) if a)
         self.gene_mask = MaskSpec(mask_id=mask_id, special_ids=special_ids, random_ids=np.asarray(gene_ids),
                                   prob=mask_prob)
         self.mask_prob = mask_prob
         hidden = model.config.hidden_size
+        self.gene_prior = gene_prior
         heads: dict[str, nn.Module] = {}
+        priors: dict[str, nn.Module] = {}
+        prime = _zero_last if gene_prior else (lambda head: head)
         if "value_ce" in self.components:
-            heads["value_ce"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden),
-                                              nn.Linear(hidden, n_bins))
+            heads["value_ce"] = prime(nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden),
+                                                    nn.Linear(hidden, n_bins)))
+            if gene_prior:
+                priors["value_ce"] = self._prior(stats["gene_logp"])  # [V, K] log-frequencies
         if "value_ordinal" in self.components:
-            heads["value_ordinal"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
-            self.ordinal_cuts = nn.Parameter(_cuts_from_marginal(stats.get("unigram_logp"), n_bins))
+            heads["value_ordinal"] = prime(nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1)))
+            if gene_prior:
+                priors["value_ordinal"] = self._prior(_cuts_from_marginal(stats["gene_logp"], n_bins))  # [V, K-1]
+            else:
+                self.ordinal_cuts = nn.Parameter(_cuts_from_marginal(stats.get("unigram_logp"), n_bins))
         if "value_mse" in self.components:
-            heads["value_mse"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+            heads["value_mse"] = prime(nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1)))
+            if gene_prior:
+                priors["value_mse"] = self._prior(np.asarray(stats["gene_mean_log1p"])[:, None])  # [V, 1]
         if "value_nb" in self.components:
-            heads["value_nb"] = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 2))
+            heads["value_nb"] = prime(nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 2)))
+            if gene_prior:  # [V, 2]: log mean, log inverse dispersion
+                mu = np.log(np.maximum(np.asarray(stats["gene_nb_mean"], dtype=np.float64), 1e-6))
+                theta = np.log(np.asarray(stats["gene_nb_theta"], dtype=np.float64))
+                priors["value_nb"] = self._prior(np.stack([mu, theta], 1))
         if "contrastive" in self.components:
             heads["contrastive"] = nn.Linear(hidden, projection_dim)
         self.heads = nn.ModuleDict(heads)
+        self.priors = nn.ModuleDict(priors)
         if mode == "gene_value":
             pos = model.bert.embeddings.position_embeddings.weight
             with torch.no_grad():
@@ -125,6 +165,15 @@ class CellObjective(Objective):
             self.register_buffer(f"stat_{key}", torch.as_tensor(np.asarray(value), dtype=torch.float32),
                                  persistent=False)
         self.n_genes = len(gene_ids)
+
+    @staticmethod
+    def _prior(init: np.ndarray | torch.Tensor) -> nn.Embedding:
+        """A learned per-gene offset, looked up by gene token id, starting at `init` ([V, D])."""
+        weight = torch.as_tensor(np.asarray(init), dtype=torch.float32)
+        return nn.Embedding.from_pretrained(weight, freeze=False)
+
+    def _offset(self, name: str, genes: torch.Tensor) -> torch.Tensor | float:
+        return self.priors[name](genes) if name in self.priors else 0.0
 
     # ---- batches ---------------------------------------------------------------------------------
     def collate(self, rows: dict[str, np.ndarray], keys: np.ndarray, *, honest: bool, seed: int) -> Batch:
@@ -187,11 +236,13 @@ class CellObjective(Objective):
         return {}
 
     # ---- losses ----------------------------------------------------------------------------------
-    def _ordinal_logp(self, h: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities [n, K] of the cumulative-link model P(y <= k) = sigmoid(cut_k - f(h))."""
+    def _ordinal_logp(self, h: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities [n, K] of the cumulative-link model P(y <= k) = sigmoid(cut_k - f(h)); the
+        thresholds are the gene's own with `gene_prior`, else shared."""
         f = self.heads["value_ordinal"](h).float()  # [n, 1]
-        cuts = torch.cumsum(torch.cat([self.ordinal_cuts[:1], F.softplus(self.ordinal_cuts[1:]) + 1e-3]), 0)
-        cdf = torch.sigmoid(cuts[None, :] - f)  # [n, K-1]
+        raw = self.priors["value_ordinal"](genes) if self.gene_prior else self.ordinal_cuts[None, :]  # [n|1, K-1]
+        cuts = torch.cumsum(torch.cat([raw[:, :1], F.softplus(raw[:, 1:]) + 1e-3], 1), 1)
+        cdf = torch.sigmoid(cuts - f)  # [n, K-1]
         ones = torch.ones_like(f)
         upper = torch.cat([cdf, ones], 1)
         lower = torch.cat([torch.zeros_like(f), cdf], 1)
@@ -223,14 +274,15 @@ class CellObjective(Objective):
         wanted = [self.main] if per_token else list(self.components)
         for name in wanted:
             if name == "value_ce":
-                losses[name] = F.cross_entropy(self.heads[name](h).float(), target_bins, reduction="none")
+                logits = self.heads[name](h).float() + self._offset(name, target_genes)  # [n, K]
+                losses[name] = F.cross_entropy(logits, target_bins, reduction="none")
             elif name == "value_ordinal":
-                losses[name] = -self._ordinal_logp(h).gather(1, target_bins[:, None]).squeeze(1)
+                losses[name] = -self._ordinal_logp(h, target_genes).gather(1, target_bins[:, None]).squeeze(1)
             elif name == "value_mse":
-                pred = self.heads[name](h).float().squeeze(1)
+                pred = (self.heads[name](h).float() + self._offset(name, target_genes)).squeeze(1)
                 losses[name] = (pred - torch.log1p(target_counts)) ** 2
             elif name == "value_nb":
-                out = self.heads[name](h).float()
+                out = self.heads[name](h).float() + self._offset(name, target_genes)  # [n, 2]
                 mu, theta = torch.exp(out[:, 0].clamp(-15, 15)), torch.exp(out[:, 1].clamp(-10, 10))
                 losses[name] = nb_nll(target_counts, mu, theta)
             elif name == "gene_id":
@@ -274,14 +326,14 @@ class CellObjective(Objective):
     def describe(self) -> dict[str, Any]:
         return {"mode": self.mode, "objectives": self.components, "main": self.main, "n_bins": self.n_bins,
                 "token_types": {"no_value": NO_VALUE, "hidden_value": HIDDEN_VALUE, "first_bin": VALUE_OFFSET},
-                "temperature": self.temperature, "heads_file": HEADS_FILE}
+                "temperature": self.temperature, "gene_prior": self.gene_prior, "heads_file": HEADS_FILE}
 
     def save_pretrained(self, path: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         path = Path(path)
         state = state_dict if state_dict is not None else self.state_dict()
         super().save_pretrained(path, state)
         heads = {k: v.detach().contiguous() for k, v in state.items()
-                 if k.startswith("heads.") or k == "ordinal_cuts"}
+                 if k.startswith(("heads.", "priors.")) or k == "ordinal_cuts"}
         if heads:
             save_file(heads, str(path / HEADS_FILE))
         (path / CELL_FILE).write_text(json.dumps(self.describe(), indent=2) + "\n")

@@ -27,6 +27,8 @@ class CellObjectivesConfig(Schema):
     contrastive: float = Field(0.0, ge=0, description="InfoNCE between two random gene subsets of a cell")
     temperature: float = Field(0.1, gt=0)
     projection_dim: int = Field(128, ge=8)
+    gene_prior: bool = Field(True, description="value heads start at each gene's own value distribution (a "
+                                               "learned per-gene offset); false = learn it from scratch")
 
     def weights(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in OBJECTIVES}
@@ -99,7 +101,7 @@ def prepare(cfg: CellPretrainConfig, preset: Preset, block: int) -> Prepared:
         mask_prob=cfg.train.mask_prob, stats=_stat_arrays(ds.stats, ds.vocab, n_bins), gene_ids=real,
         special_ids=tuple(int(i) for i in sorted(ds.vocab.special_ids)), mask_id=ds.vocab.mask_id,
         pad_id=ds.vocab.pad_id, temperature=cfg.objectives.temperature,
-        projection_dim=cfg.objectives.projection_dim,
+        projection_dim=cfg.objectives.projection_dim, gene_prior=cfg.objectives.gene_prior,
     )
     data = TrainData(train=ds.train, eval=ds.val, seq_len=seq_len)
     return Prepared(ds.vocab, objective, data, {"dataset": str(ds.path), **ds.meta})

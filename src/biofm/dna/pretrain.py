@@ -29,5 +29,6 @@ def prepare(cfg: PretrainConfig, preset: Preset, block: int) -> Prepared:
     model = new_model(cfg, preset, tok, block)
     objective = MaskedLMObjective(model, mask, tok.pad_id, unigram_logp(blocks.counts, real),
                                   token_units=tok.token_bases, unit_name="base")
+    objective.advice = ("a smaller k (tokenizer.k) gives more context per base and learns sooner",)
     data = TrainData(train=blocks.train, eval=blocks.val, seq_len=block)
     return Prepared(tok, objective, data, {"dataset": str(blocks.path), **blocks.meta})

@@ -106,13 +106,9 @@ def diagnose(summary: dict[str, Any], rows: list[dict[str, Any]]) -> Diagnosis:
             f"a loss at or above the {ref} baseline means the model predicts frequencies, not context",
             "check the masking: targets must be the original tokens (values) at the selected positions",
             "use a warmup (train.warmup_steps) and a lower peak learning rate if the loss spiked early",
-            "train longer (train.steps) or on more tokens; for DNA, smaller k (tokenizer.k) gives more context "
-            "per base and learns sooner",
+            "train longer (train.steps) or on more tokens",
         ]
-        if ref != "unigram" and "baseline_unigram" in (evals[-1] or {}):
-            advice.insert(1, "for expression values: try the ordinal or negative-binomial objective "
-                             "(objectives.*), per-cell quantile bins (tokenizer.binning=quantile) and a lower "
-                             "learning rate with warmup; 100 one-count-per-class bins are mostly empty")
+        advice[1:1] = (summary.get("objective") or {}).get("advice", [])
         if final > uniform:
             advice.insert(0, "the loss is even above log(V): this points to a bug in the objective or targets")
         return Diagnosis(NOT_BELOW, facts, advice)

@@ -43,6 +43,9 @@ class Objective(nn.Module):
     reference: str  # the context-free baseline the verdict compares with
     loss_unit: str = "nats per token"
     unit_name: str | None = None  # e.g. "base": eval also reports bits per unit
+    # modality-specific things to try when the loss does not beat the reference; `biofm doctor` reads
+    # them from the run's summary, so the shared doctor knows nothing of DNA or cells
+    advice: tuple[str, ...] = ()
     model: PreTrainedModel
 
     def collate(self, rows: Any, keys: np.ndarray, *, honest: bool, seed: int) -> Batch:

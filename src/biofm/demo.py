@@ -64,13 +64,23 @@ def print_verdicts(results: dict) -> None:
     console = Console()
     for t in results["tasks"]:
         metric = t["headline_metric"]
-        table = Table(title=f"{t['task']}: {metric} over {t['folds']} folds")
-        for col in ("method", "kind", f"{metric} mean ± s.d."):
+        extra = [k for k in ("macro_f1", "accuracy") if k != metric and k in t["methods"][0]["summary"]]
+        table = Table(title=f"{t['task']}: mean ± s.d. over {t['folds']} folds")
+        for col in ("method", "kind", metric, *extra):
             table.add_column(col)
         for m in sorted(t["methods"], key=lambda m: -(m["summary"][metric]["mean"] or -1)):
-            s = m["summary"][metric]
-            table.add_row(m["name"], m["kind"], f"{s['mean']:.3f} ± {s['std']:.3f}")
+            table.add_row(m["name"], m["kind"], *(
+                f"{m['summary'][k]['mean']:.3f} ± {m['summary'][k]['std']:.3f}" for k in (metric, *extra)))
         console.print(table)
+        for extra_table in t.get("tables") or []:
+            rows = extra_table["rows"]
+            if rows:
+                tab = Table(title=f"{t['task']}: {extra_table['title']}")
+                for col in rows[0]:
+                    tab.add_column(col)
+                for r in rows:
+                    tab.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()))
+                console.print(tab)
         if t.get("verdict"):
             console.print(t["verdict"]["sentence"])
     console.print(f"overall: the model {results['overall']} tasks")

@@ -98,7 +98,8 @@ def test_evaluate_cell_task_against_pca_and_hvg(run):
     task = json.loads((run / "ev" / "results.json").read_text())["tasks"][0]
     names = {m["name"] for m in task["methods"]}
     assert {"probe-logreg-mean", "probe-knn-mean", "baseline-pca_logreg", "baseline-hvg_logreg"} <= names
-    spaces = {r["embedding"] for r in task["embedding_metrics"]}
+    table = next(t for t in task["tables"] if t["name"] == "embedding_metrics")
+    spaces = {r["embedding"] for r in table["rows"]}
     assert spaces == {"baseline-pca", "biofm-mean", "biofm-cls"}
 
 

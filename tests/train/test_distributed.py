@@ -78,3 +78,16 @@ def test_accelerate_launch_two_processes_match_one(setup):
              "--set", f"run_dir={run}"], tmp, env)
     _same(single, _rows(run))
     assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+
+
+def test_checkpoint_of_one_process_resumes_in_two(setup):
+    import shutil
+
+    tmp, env, single = setup
+    run = tmp / "one_then_two"
+    shutil.copytree(tmp / "one", run)
+    shutil.rmtree(run / "checkpoints" / "step-6")
+    _launch([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", "-m", "biofm",
+             "pretrain", str(run / "config.yaml"), "--resume", "--set", f"run_dir={run}"], tmp, env)
+    _same(single, _rows(run))
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2

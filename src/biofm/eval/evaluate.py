@@ -6,11 +6,12 @@ fold on a validation split carved from the training rows, never on the test rows
 efficient fine-tuning (IA3, LoRA) for sequence models, and the modality's baselines. Every method
 returns fold predictions; metrics, summaries and the verdict are computed here, by the same code
 for all. The modality of a task (DNA, text, cells) picks its loader, its embedding function and its
-baselines from `MODALITIES`; nothing else here knows which modality it is scoring.
+baselines from its module in `EVAL_MODULES`; nothing else here knows which modality it is scoring.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from biofm.cells.baselines import CellBaselineConfig
 from biofm.config import Schema
 from biofm.dna.baselines import BaselineConfig
 from biofm.errors import BiofmError
-from biofm.eval.finetune import FinetuneConfig, finetune
+from biofm.eval.finetune import FinetuneConfig
 from biofm.eval.folds import make_folds, validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics, summarise
 from biofm.eval.types import Fold, FoldPrediction, Task
@@ -105,106 +106,36 @@ def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cf
     return out
 
 
-def _check_context(task: Task, tok, max_tokens: int, long_mode: str) -> None:
-    """Inputs longer than the model's context are an error unless the task says how to cut them."""
-    lengths = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in task.inputs]
-    limit = max_tokens - 1  # <cls>
-    n_long = sum(n > limit for n in lengths)
-    if n_long and long_mode == "error":
-        raise BiofmError(
-            f"{task.source}: {n_long} of {len(lengths)} sequences are longer than the model's context "
-            f"({limit} tokens; the longest has {max(lengths)}); add `long_sequences: truncate` or "
-            f"`long_sequences: windows` to the task file"
-        )
-
-
-def _baselines(modality: str, cfg: EvaluateConfig) -> list[tuple[str, Any]]:
-    """(name, Method) of the modality's baselines, with their settings bound."""
-    if modality == "dna":
-        from biofm.dna.baselines import BASELINES
-
-        return [(n, lambda t, f, s, n=n: BASELINES[n](t, f, s, cfg.baselines)) for n in cfg.baselines.run]
-    if modality == "text":
-        from biofm.text.baselines import text_baseline_method
-
-        return [(n, text_baseline_method(n, cfg.text_baselines)) for n in cfg.text_baselines.run]
-    from biofm.cells.baselines import cell_baseline_method
-
-    return [(n, cell_baseline_method(n, cfg.cell_baselines)) for n in cfg.cell_baselines.run]
-
-
-def _sequence_embeddings(task: Task, cfg: EvaluateConfig, model_dir: Path, model, tok) -> dict[str, np.ndarray]:
-    from biofm.eval.embeddings import cached_embeddings
-
-    max_tokens = int(getattr(model.config, "max_position_embeddings", 512))
-    long_mode = task.meta.get("long_sequences") or "error"
-    _check_context(task, tok, max_tokens, long_mode)
-    return cached_embeddings(model, tok, model_dir, list(task.inputs), max_tokens=max_tokens, long_mode=long_mode,
-                             batch_size=cfg.embed_batch_size, cache_dir=cfg.cache_dir)
-
-
-def _cell_embeddings(task: Task, cfg: EvaluateConfig, model_dir: Path, model, tok) -> dict[str, np.ndarray]:
-    from biofm.cells.embed import task_embeddings
-
-    return task_embeddings(model_dir, task, batch_size=cfg.embed_batch_size, cache_dir=cfg.cache_dir)
-
-
-EMBEDDINGS = {"dna": _sequence_embeddings, "text": _sequence_embeddings, "cells": _cell_embeddings}
+# modality -> module with `embeddings`, `model_methods`, `baselines`, `tables` (see biofm.eval.sequence)
+EVAL_MODULES = {"dna": "biofm.dna.evaluation", "text": "biofm.text.evaluation", "cells": "biofm.cells.evaluation"}
 
 
 def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model=None, tok=None,
                   modality: str = "dna") -> dict[str, Any]:
+    hooks = importlib.import_module(EVAL_MODULES[modality])
     folds = make_folds(task, cfg.folds, cfg.seed)
     methods: list[dict] = []
-    extra: dict[str, Any] = {}
     emb: dict[str, np.ndarray] | None = None
     if model is not None:
         t0 = time.perf_counter()
-        emb = EMBEDDINGS[modality](task, cfg, model_dir, model, tok)
+        emb = hooks.embeddings(task, cfg, model_dir, model, tok)
         console.print(f"[{task.name}] embeddings {tuple(emb['mean'].shape)} in {time.perf_counter() - t0:.1f}s")
         methods += _probe_methods(task, folds, emb, cfg)
-        if modality == "cells":
-            from biofm.cells.baselines import knn_method
-
-            for pooling in [p for p in cfg.probes.poolings if p in emb]:
-                t0 = time.perf_counter()
-                preds = knn_method(np.asarray(emb[pooling])[:, -1], cfg.probes.knn_k)(task, folds, cfg.seed)
-                methods.append(_scored(f"probe-knn-{pooling}", "probe", task, preds, time.perf_counter() - t0))
-        else:
-            max_tokens = int(getattr(model.config, "max_position_embeddings", 512))
-            for method in cfg.finetune.methods:
-                t0 = time.perf_counter()
-                preds = finetune(task, folds, cfg.seed, model_dir=model_dir, tokenizer=tok, method=method,
-                                 cfg=cfg.finetune, max_tokens=max_tokens)
-                methods.append(_scored(f"finetune-{method}", "finetune", task, preds, time.perf_counter() - t0))
-                console.print(f"[{task.name}] finetune-{method} in {methods[-1]['seconds']:.1f}s")
-    for name, method in _baselines(modality, cfg):
+        for name, kind, run in hooks.model_methods(task, folds, emb, cfg, model_dir, model, tok):
+            t0 = time.perf_counter()
+            methods.append(_scored(name, kind, task, run(), time.perf_counter() - t0))
+            console.print(f"[{task.name}] {name} in {methods[-1]['seconds']:.1f}s")
+    for name, method in hooks.baselines(cfg):
         t0 = time.perf_counter()
         preds = method(task, folds, cfg.seed)
         methods.append(_scored(f"baseline-{name}", "baseline", task, preds, time.perf_counter() - t0))
         console.print(f"[{task.name}] baseline-{name} in {methods[-1]['seconds']:.1f}s")
-    if modality == "cells":
-        extra["embedding_metrics"] = _cell_embedding_metrics(task, cfg, emb)
     metric = HEADLINE[task.type]
     verdict = task_verdict(task.name, methods, metric)
     return {"task": task.name, "type": task.type, "modality": modality, "n": len(task.labels),
             "classes": task.classes, "folds": len(folds), "headline_metric": metric, "methods": methods,
-            "verdict": None if verdict is None else {**vars(verdict), "sentence": verdict.sentence()}, **extra}
-
-
-def _cell_embedding_metrics(task: Task, cfg: EvaluateConfig, emb: dict[str, np.ndarray] | None) -> list[dict]:
-    """Clustering agreement (Leiden, k-means), label silhouette and batch mixing, model beside PCA."""
-    from biofm.cells.baselines import pca_embedding
-    from biofm.cells.metrics import embedding_report
-
-    t0 = time.perf_counter()
-    spaces = {"baseline-pca": pca_embedding(task, cfg.seed, cfg.cell_baselines)}
-    for pooling in ("mean", "cls"):
-        if emb is not None and pooling in emb:
-            spaces[f"biofm-{pooling}"] = np.asarray(emb[pooling])[:, -1]
-    rows = embedding_report(spaces, task, cfg.seed)
-    console.print(f"[{task.name}] embedding metrics in {time.perf_counter() - t0:.1f}s")
-    return rows
+            "verdict": None if verdict is None else {**vars(verdict), "sentence": verdict.sentence()},
+            "tables": hooks.tables(task, cfg, emb)}
 
 
 def load_any_task(spec: str) -> tuple[str, Task]:

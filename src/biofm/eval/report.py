@@ -89,7 +89,26 @@ def verdict_table_html(results: dict[str, Any]) -> str:
             cells.append(f"{m['seconds']:.1f}")
             rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
         parts.append(f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+        for table in t.get("tables") or []:
+            parts.append(f"<h4>{html.escape(table['title'])}</h4>{_rows_html(table['rows'])}")
     return "".join(parts)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "–" if v != v else f"{v:.3f}"
+    return str(v)
+
+
+def _rows_html(rows: list[dict[str, Any]]) -> str:
+    """A list of flat dicts (same keys) as an HTML table."""
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _nan0(x: float) -> float:

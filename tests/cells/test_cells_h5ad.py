@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from biofm.cells.h5ad import read_counts, shipped_h5ad
+from biofm.cells import h5ad
+from biofm.cells.h5ad import CountReader, read_counts, shipped_h5ad
 from biofm.errors import BiofmError
 
 COUNTS = np.array([[1, 0, 3, 0], [0, 2, 0, 5], [4, 1, 0, 0]], dtype=np.float32)
@@ -163,3 +164,45 @@ def test_shipped_files_load() -> None:
     assert np.isclose(mouse.X.sum(), ens.X.sum())  # merging moves counts, never drops them
     with pytest.raises(BiofmError, match=r"known: pbmc700, mouse10k"):
         shipped_h5ad("pbmc3k")
+
+
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
+@pytest.mark.parametrize("fmt", ["csr", "csc", "dense", "int", "bool"])
+def test_count_reader_chunks_equal_the_whole_read(tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # small read blocks, so a chunk of a dense or CSC matrix is assembled from several reads
+    monkeypatch.setattr(h5ad, "_DENSE_VALUES", 7)
+    monkeypatch.setattr(h5ad, "_SCAN_VALUES", 5)
+    rng = np.random.default_rng(0)
+    X = rng.poisson(1.0, size=(23, 6)).astype(np.float32)
+    X = (X > 0).astype(np.float32) if fmt == "bool" else X
+    stored = {"csr": sp.csr_matrix(X), "csc": sp.csc_matrix(X), "dense": X, "int": sp.csr_matrix(X.astype(np.int64)),
+              "bool": sp.csr_matrix(X.astype(bool))}[fmt]
+    path = _write(tmp_path / "c.h5ad", stored, genes=("A", "B", "A", "", "C", "B"))
+    before = _sha(path)
+    whole = read_counts(path)
+    assert whole.genes.tolist() == ["A", "B", "C"] and whole.n_duplicated == 2 and whole.n_unnamed == 1
+    for chunk in (1, 4, 23, 100):
+        with CountReader(path) as r:
+            assert (r.n_cells, r.n_genes, r.n_duplicated, r.n_unnamed) == (23, 3, 2, 1)
+            parts = list(r.chunks(chunk))
+        assert [s for s, _ in parts] == list(range(0, 23, chunk))
+        x = sp.vstack([p for _, p in parts], format="csr")
+        assert x.dtype == np.float32 and x.has_sorted_indices
+        for attr in ("data", "indices", "indptr"):
+            np.testing.assert_array_equal(getattr(x, attr), getattr(whole.X, attr))
+    assert _sha(path) == before
+
+
+def test_count_reader_raw_layer_and_errors(tmp_path: Path) -> None:
+    scaled = ((COUNTS - COUNTS.mean(0)) / (COUNTS.std(0) + 1)).astype(np.float32)
+    path = _write(tmp_path / "s.h5ad", scaled, raw=sp.csr_matrix(COUNTS))
+    with CountReader(path, layer="raw") as r:
+        np.testing.assert_array_equal(sp.vstack([x for _, x in r.chunks(2)]).toarray(), COUNTS)
+    with CountReader(path) as r, pytest.raises(BiofmError, match=r"X holds negative values .* at cell 'cell1'"):
+        r.read(1, 3)  # the cell is named by its row in the file, not in the chunk
+    flat = _write(tmp_path / "flat.h5ad", sp.csr_matrix(COUNTS))
+    with h5py.File(flat, "r+") as f:
+        del f["X"]
+        f["X"] = np.arange(4.0)
+    with pytest.raises(BiofmError, match=r"flat.h5ad: X is not a numeric cells x genes matrix \(expected a 2-d matrix"):
+        CountReader(flat)

@@ -75,3 +75,20 @@ def test_gene_prior_is_trained_and_saved_with_the_heads(tmp_path):
     fresh = _objective("value_ordinal", gene_prior=True, seed=1)
     fresh.load_weights(tmp_path)
     assert torch.equal(fresh.priors["value_ordinal"].weight, obj.priors["value_ordinal"].weight)
+
+
+def test_padding_columns_are_cut_and_masks_do_not_depend_on_the_batch():
+    obj = _objective("value_ce", gene_prior=True)
+    rng = np.random.default_rng(3)
+    width = 20
+    genes = np.zeros((3, width), dtype=np.int64)  # pad_id 0
+    for row, n in enumerate((5, 9, 4)):
+        genes[row, :n] = np.sort(rng.choice(np.arange(SPECIAL, V), n, replace=False))
+    counts = rng.poisson(3.0, (3, width)) * (genes > 0)
+    rows = {"gene_ids": genes, "values": np.where(genes > 0, np.minimum(counts, K - 1), -1), "counts": counts}
+    both = obj.collate(rows, np.array([10, 11, 12]), honest=False, seed=4).tensors
+    assert both["input_ids"].shape == (3, 9)  # the longest cell, not the stored width
+    alone = obj.collate({k: v[:1] for k, v in rows.items()}, np.array([10]), honest=False, seed=4).tensors
+    assert alone["input_ids"].shape == (1, 5)
+    assert torch.equal(alone["token_type_ids"][0], both["token_type_ids"][0, :5])
+    assert torch.equal(alone["selected"][0], both["selected"][0, :5])

@@ -24,6 +24,11 @@ class CellDataConfig(Schema):
     allow_non_counts: bool = Field(False, description="accept non-integer (e.g. log-normalised) values")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="fraction of cells held out for evaluation")
     cache_dir: str | None = Field(None, description="default $BIOFM_CACHE or .cache/biofm")
+    chunk_cells: PositiveInt = Field(4096, description="cells read, checked and tokenised at a time: bounds the "
+                                                       "build's memory; the dataset does not depend on it")
+    median_exact_values: PositiveInt = Field(1 << 22, description="non-zero training values held at once for "
+                                                                   "exact per-gene medians; past it, a per-gene "
+                                                                   "histogram and one more pass (see cells.data)")
 
     @field_validator("h5ad", mode="before")
     @classmethod

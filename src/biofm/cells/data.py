@@ -1,10 +1,26 @@
 """h5ad files → tokenised cells on disk (train / validation) + the context-free baseline statistics.
 
-`build_cell_dataset` reads every file (`read_counts`, read-only), drops cells with no counts, splits
-the cells at random (seeded) into train and validation, builds the gene vocabulary from the TRAINING
-cells (unless one is given), tokenises both splits (`CellTokenizer`) and writes them as Arrow files in
-`<cache>/cells-<hash>/`, keyed by the files' contents, the settings, the vocabulary and the seed, so a
-rerun reuses them. The folder is written under a temporary name and renamed when complete.
+`build_cell_dataset` streams the files (`CountReader`: read-only, `data.chunk_cells` cells at a time),
+drops cells with no counts, splits the cells at random (seeded) into train and validation, builds the
+gene vocabulary from the TRAINING cells (unless one is given), tokenises both splits (`CellTokenizer`)
+and writes them as Arrow files in `<cache>/cells-<hash>/`, keyed by the files' contents, the settings,
+the vocabulary and the seed, so a rerun reuses them. The folder is written under a temporary name and
+renamed when complete.
+
+Streaming, so that the corpus may be larger than memory: no more than one chunk of cells is held at
+a time, plus per-gene statistics and a few numbers per cell (total count, split, sequence length:
+~15 bytes a cell, ~30 while the seeded split permutes all cells at once, as it always has). The files
+are read in passes, each chunk by chunk:
+  1. every cell: the count checks and each cell's total (so empty cells and the split are known);
+  2. training cells only, unless a vocabulary is given: each gene's number of expressing cells and its
+     median normalised value (`GeneMedians`: exact; see there for corpora past `median_exact_values`);
+  3. every kept cell: tokenise, append to train.arrow or val.arrow, and add the training rows to
+     `CellStats`.
+The result does not depend on `chunk_cells` (a cell's tokens are seeded by its own number), and equals
+what reading every file whole gives (the `CellStats` float sums up to rounding, ~1e-14 relative: they
+are added chunk by chunk). meta.json's genes.median_histogram_genes / genes.medians_estimated say how
+many genes' medians went through a histogram, and how many of the vocabulary's are estimates (0 unless
+the corpus is far past `median_exact_values`).
 
 Arrow columns (one row per cell; L = max_genes + 1):
   gene_ids [L] int32, values [L] int16, counts [L] float32 (see `biofm.cells.tokenize`),
@@ -23,21 +39,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 from biofm.cells.config import CellDataConfig, CellTokenizerConfig
-from biofm.cells.h5ad import read_counts
+from biofm.cells.h5ad import CountReader
 from biofm.cells.tokenize import CellTokenizer, n_value_bins
-from biofm.cells.vocab import GeneVocab, build_vocab
+from biofm.cells.vocab import NORM_TOTAL, GeneVocab
 from biofm.data.blocks import ColumnView, ColumnWriter, cache_key, cache_root, file_fingerprint, open_columns
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
 
-BATCH_CELLS = 2048
 FORMAT_VERSION = 1
 THETA_RANGE = (1e-3, 1e4)  # NB inverse dispersion clip; the upper end is practically Poisson
 
@@ -159,6 +177,190 @@ def marginal_logp(stats: CellStats, smoothing: str = "unigram") -> tuple[np.ndar
     return np.log(unigram), np.log(gene_p)
 
 
+# ------------------------------------------------------------------------------------------ gene medians
+
+
+class GeneMedians:
+    """Per-gene medians of positive values that arrive in chunks, exact within a memory budget.
+
+    rank_value tokenisation divides by each gene's median normalised value (`vocab.gene_medians`),
+    which needs all of a gene's values: a streamed build cannot hold a corpus's. Values are kept
+    exactly (gene id + float64: 12 bytes each) while at most `budget` are held; past it, the genes with
+    the most values move to a log-spaced histogram each (`R` bins per octave from 2**LOW to 2**HIGH,
+    the end bins open: 3.8 kB a gene), and their later values are only counted. After the pass,
+    `finish_pass` gives the exact medians of the held genes and, for a histogram gene, finds the bins
+    holding its two middle ranks; a second pass (`add_refine`) collects the values in those bins (few:
+    ~4% of a gene's values, fewer for spread-out genes), so their medians are exact as well. Only
+    genes whose middle bins would not fit the budget together keep the histogram estimate (rank
+    interpolated geometrically inside the bin: off by less than the bin width, 2**(1/R) - 1 = 4.4%).
+    Exact medians here are bit-identical to `vocab.gene_medians` (same values, same sort, same mean of
+    the two middle values).
+    """
+
+    R = 16
+    LOW, HIGH = -16, 14  # octaves: normalised values are count / total * 1e4 <= 1e4 < 2**14
+    N_BINS = (HIGH - LOW) * R
+
+    def __init__(self, n_genes: int, budget: int):
+        self.n_genes, self.budget = int(n_genes), max(1, int(budget))
+        self._g: list[np.ndarray] = []
+        self._v: list[np.ndarray] = []
+        self._n = 0
+        self.row = np.full(self.n_genes, -1, dtype=np.int64)  # gene -> histogram row (-1: values held)
+        self._hist = np.zeros((0, self.N_BINS), dtype=np.int64)  # rows beyond `spilled`: spare capacity
+        self.spilled = 0  # genes whose values went to a histogram
+        self.median = np.full(self.n_genes, np.nan)
+        self.exact = np.zeros(self.n_genes, dtype=bool)
+        self._win = np.full((self.n_genes, 2), -1, dtype=np.int64)  # refined genes: first, last bin
+        self._below = np.zeros(self.n_genes, dtype=np.int64)  # values in lower bins
+        self._ranks = np.zeros((self.n_genes, 2), dtype=np.int64)  # the two middle ranks
+        self._refining = False
+
+    @classmethod
+    def bins(cls, values: np.ndarray) -> np.ndarray:
+        lg = np.floor(np.log2(np.maximum(values, 2.0**cls.LOW)) * cls.R) - cls.LOW * cls.R
+        return np.clip(lg, 0, cls.N_BINS - 1).astype(np.int64)
+
+    @property
+    def hist(self) -> np.ndarray:
+        """[spilled, N_BINS] value counts of the histogram genes (row `row[gene]`)."""
+        return self._hist[:self.spilled]
+
+    def add(self, genes: np.ndarray, values: np.ndarray) -> None:
+        """Values (> 0) of the given genes (ints < n_genes), in any order."""
+        genes = np.asarray(genes, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64)
+        if self.spilled:
+            r = self.row[genes]
+            counted = r >= 0
+            if counted.any():
+                self._count(r[counted], values[counted])
+                genes, values = genes[~counted], values[~counted]
+        self._hold(genes, values)
+        if self._n > self.budget:
+            self._spill()
+
+    def _hold(self, genes: np.ndarray, values: np.ndarray) -> None:
+        if len(genes):
+            self._g.append(genes.astype(np.int32))
+            self._v.append(values)
+            self._n += len(genes)
+
+    def _take(self) -> tuple[np.ndarray, np.ndarray]:
+        g = np.concatenate(self._g) if self._g else np.zeros(0, dtype=np.int32)
+        v = np.concatenate(self._v) if self._v else np.zeros(0)
+        self._g, self._v, self._n = [], [], 0
+        return g, v
+
+    def _count(self, rows: np.ndarray, values: np.ndarray) -> None:
+        cells, counts = np.unique(rows * self.N_BINS + self.bins(values), return_counts=True)
+        self._hist.reshape(-1)[cells] += counts
+
+    def _spill(self) -> None:
+        """Move the genes with the most held values to histograms until at most half the budget is held."""
+        g, v = self._take()
+        per = np.bincount(g, minlength=self.n_genes)
+        order = np.argsort(-per, kind="stable")
+        left = len(g) - np.cumsum(per[order])
+        k = int(np.argmax(left <= self.budget // 2)) + 1
+        new = order[:k]
+        new = new[per[new] > 0]
+        self.row[new] = self.spilled + np.arange(len(new))
+        self.spilled += len(new)
+        if self.spilled > len(self._hist):  # grow by doubling: spills come again and again on a large corpus
+            rows = min(self.n_genes, max(self.spilled, 2 * len(self._hist)))
+            grown = np.zeros((rows, self.N_BINS), dtype=np.int64)
+            grown[:len(self._hist)] = self._hist
+            self._hist = grown
+        r = self.row[g]
+        counted = r >= 0
+        self._count(r[counted], v[counted])
+        self._hold(g[~counted], v[~counted])
+
+    def finish_pass(self, wanted: np.ndarray | None = None) -> bool:
+        """Medians after the first pass; True if a second pass (`add_refine`, then `result`) is needed
+        to make the histogram genes among `wanted` (default all) exact."""
+        g, v = self._take()
+        _exact_medians(self.median, self.exact, g, v, np.zeros(self.n_genes, dtype=np.int64),
+                       np.zeros((self.n_genes, 2), dtype=np.int64) - 1)
+        genes = np.flatnonzero(self.row >= 0)
+        if wanted is not None:
+            genes = genes[np.asarray(wanted, dtype=bool)[genes]]
+        if not len(genes):
+            return False
+        h = self.hist[self.row[genes]]
+        cum = np.cumsum(h, axis=1)
+        n = cum[:, -1]
+        ranks = np.stack([(n - 1) // 2, n // 2], axis=1)
+        first = np.argmax(cum > ranks[:, :1], axis=1)
+        last = np.argmax(cum > ranks[:, 1:], axis=1)
+        at = np.arange(len(genes))
+        below = cum[at, first] - h[at, first]
+        inside = cum[at, last] - below
+        self.median[genes] = (self._estimate(h, cum, ranks[:, 0]) + self._estimate(h, cum, ranks[:, 1])) / 2
+        order = np.argsort(inside, kind="stable")
+        chosen = order[np.cumsum(inside[order]) <= self.budget]
+        if not len(chosen):
+            return False
+        refine = genes[chosen]
+        self._win[refine] = np.stack([first[chosen], last[chosen]], axis=1)
+        self._below[refine] = below[chosen]
+        self._ranks[refine] = ranks[chosen]
+        self._refining = True
+        return True
+
+    def _estimate(self, h: np.ndarray, cum: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """The value of each row's `rank`-th value from its histogram: geometric inside the bin."""
+        at = np.arange(len(rank))
+        b = np.argmax(cum > rank[:, None], axis=1)
+        frac = (rank - (cum[at, b] - h[at, b]) + 0.5) / h[at, b]
+        return np.exp2((b + self.LOW * self.R + frac) / self.R)
+
+    def add_refine(self, genes: np.ndarray, values: np.ndarray) -> None:
+        """The second pass: the same values again (any chunking); only those in the middle bins are kept."""
+        genes = np.asarray(genes, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64)
+        w = self._win[genes]
+        sel = w[:, 0] >= 0
+        b = self.bins(values[sel])
+        inside = (b >= w[sel, 0]) & (b <= w[sel, 1])
+        self._hold(genes[sel][inside], values[sel][inside])
+
+    def result(self) -> np.ndarray:
+        """[n_genes] medians (NaN for genes without values); call after `finish_pass` (and the refine pass)."""
+        if self._refining:
+            g, v = self._take()
+            refined = np.flatnonzero(self._win[:, 0] >= 0)
+            h = self.hist[self.row[refined]]
+            cum = np.cumsum(h, axis=1)
+            at = np.arange(len(refined))
+            first, last = self._win[refined, 0], self._win[refined, 1]
+            expected = cum[at, last] - (cum[at, first] - h[at, first])  # the middle bins' counts
+            if (np.bincount(g, minlength=self.n_genes)[refined] != expected).any():
+                raise BiofmError("the input files changed while the dataset was being built; build again")
+            _exact_medians(self.median, self.exact, g, v, self._below, self._ranks)
+            self._refining = False
+        return self.median
+
+
+def _exact_medians(out: np.ndarray, exact: np.ndarray, g: np.ndarray, v: np.ndarray, below: np.ndarray,
+                   ranks: np.ndarray) -> None:
+    """Write the median of each gene present in (g, v): its middle values, as `vocab.gene_medians`
+    computes them. `ranks` [G, 2] (-1: the middle of what is present) are ranks among all of a gene's
+    values, of which `below` lie under the values present."""
+    if not len(g):
+        return
+    order = np.lexsort((v, g))
+    g, v = g[order], v[order]
+    n = np.bincount(g, minlength=len(out))
+    start = np.cumsum(n) - n
+    has = np.flatnonzero(n > 0)
+    lo = np.where(ranks[has, 0] >= 0, ranks[has, 0] - below[has], (n[has] - 1) // 2)
+    hi = np.where(ranks[has, 1] >= 0, ranks[has, 1] - below[has], n[has] // 2)
+    out[has] = (v[start[has] + lo] + v[start[has] + hi]) / 2
+    exact[has] = True
+
+
 # ------------------------------------------------------------------------------------------ the dataset
 
 
@@ -233,7 +435,7 @@ def build_cell_dataset(data_cfg: CellDataConfig, tok_cfg: CellTokenizerConfig, s
     key = cache_key({
         "kind": "cell-tokens", "format": FORMAT_VERSION,
         "inputs": [file_fingerprint(p) for p in data_cfg.h5ad],
-        "data": data_cfg.model_dump(exclude={"cache_dir", "h5ad"}),
+        "data": data_cfg.model_dump(exclude={"cache_dir", "h5ad", "chunk_cells"}),
         "tokenizer": tok_cfg.model_dump(exclude={"vocab_path"}),
         "vocab": vocab.fingerprint() if vocab is not None else None,
         "seed": seed,
@@ -255,30 +457,108 @@ def build_cell_dataset(data_cfg: CellDataConfig, tok_cfg: CellTokenizerConfig, s
     return CellDataset(train=train, val=val, vocab=vocab_out, stats=stats, meta=meta, path=dest, tokenizer=tok)
 
 
+@dataclass
+class _Input:
+    """What the first pass learns about one file: small, but for one total per cell."""
+
+    path: str
+    genes: np.ndarray
+    n_duplicated: int
+    n_unnamed: int
+    is_counts: bool
+    totals: np.ndarray  # [cells] float64, over the file's named genes
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.totals)
+
+
+def _reader(path: str, data_cfg: CellDataConfig) -> CountReader:
+    return CountReader(path, data_cfg.layer, data_cfg.gene_column, data_cfg.allow_non_counts)
+
+
+def _scan(data_cfg: CellDataConfig) -> list[_Input]:
+    """Pass 1: check every cell and record its total."""
+    inputs: list[_Input] = []
+    for path in data_cfg.h5ad:
+        with _reader(path, data_cfg) as r:
+            totals = np.zeros(r.n_cells)
+            for start, x in r.chunks(data_cfg.chunk_cells):
+                totals[start:start + x.shape[0]] = np.asarray(x.sum(axis=1, dtype=np.float64)).ravel()
+            inputs.append(_Input(str(path), r.genes, r.n_duplicated, r.n_unnamed, r.is_counts, totals))
+    return inputs
+
+
+def _cells(inp: _Input, data_cfg: CellDataConfig, select: np.ndarray) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
+    """(row numbers in the file, their counts) for the selected cells of a file, one chunk at a time;
+    chunks without a selected cell are not read."""
+    step = data_cfg.chunk_cells
+    with _reader(inp.path, data_cfg) as r:
+        if r.n_cells != inp.n_cells or len(r.genes) != len(inp.genes):
+            raise BiofmError(f"{inp.path}: the file changed while the dataset was being built; build again")
+        for start in range(0, r.n_cells, step):
+            local = np.flatnonzero(select[start:start + step])
+            if len(local):
+                yield start + local, r.read(start, start + step)[local]
+
+
+def _normalised(x: sp.csr_matrix, totals: np.ndarray) -> np.ndarray:
+    """count / cell total * 10,000 of each stored value (as `vocab.gene_medians` computes it)."""
+    scale = np.divide(NORM_TOTAL, totals, out=np.zeros_like(totals), where=totals > 0)
+    return x.data.astype(np.float64) * np.repeat(scale, np.diff(x.indptr))
+
+
+def _train_vocab(inputs: list[_Input], train: list[np.ndarray], data_cfg: CellDataConfig,
+                 min_cells: int) -> tuple[GeneVocab, dict[str, int]]:
+    """Pass 2: `vocab.build_vocab` over the training cells, streamed (same genes, counts and medians),
+    and how the medians were found (for meta.json)."""
+    genes = pd.Index(np.unique(np.concatenate([inp.genes for inp in inputs])).astype(object))
+    n_cells = np.zeros(len(genes), dtype=np.int64)
+    medians = GeneMedians(len(genes), data_cfg.median_exact_values)
+    cols = [genes.get_indexer(pd.Index(inp.genes.astype(object))) for inp in inputs]
+
+    def values() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for inp, rows, col in zip(inputs, train, cols, strict=True):
+            for idx, x in _cells(inp, data_cfg, rows):
+                yield col[x.indices], _normalised(x, inp.totals[idx])
+
+    for g, v in values():
+        n_cells += np.bincount(g, minlength=len(genes))
+        medians.add(g, v)
+    keep = n_cells >= min_cells
+    if not keep.any():
+        raise BiofmError(f"no gene is expressed in at least {min_cells} training cells (tokenizer.min_cells); "
+                         "lower it or check that the data holds counts")
+    if medians.finish_pass(keep):
+        for g, v in values():
+            medians.add_refine(g, v)
+    med = medians.result()
+    order = sorted(np.flatnonzero(keep).tolist(), key=lambda i: str(genes[i]))
+    vocab = GeneVocab([str(genes[i]) for i in order], n_cells=n_cells[order])
+    vocab.gene_median = med[order]
+    info = {"median_histogram_genes": medians.spilled, "medians_estimated": int((~medians.exact[order]).sum())}
+    return vocab, info
+
+
 def _build(data_cfg: CellDataConfig, tok_cfg: CellTokenizerConfig, seed: int, vocab: GeneVocab | None,
            tmp: Path) -> None:
-    matrices = [read_counts(p, data_cfg.layer, data_cfg.gene_column, data_cfg.allow_non_counts)
-                for p in data_cfg.h5ad]
-    totals = [m.totals() for m in matrices]
-    keep = [t > 0 for t in totals]
-    n_cells = [m.n_cells for m in matrices]
+    inputs = _scan(data_cfg)
+    keep = [inp.totals > 0 for inp in inputs]
+    n_cells = [inp.n_cells for inp in inputs]
     offsets = np.cumsum([0, *n_cells[:-1]])
     if not any(k.any() for k in keep):
         raise BiofmError(f"{', '.join(data_cfg.h5ad)}: every cell has zero counts")
     is_val = _split(n_cells, keep, data_cfg.val_fraction, seed)
-    rows = {
-        split: [np.flatnonzero(k & (is_val[off:off + n] == (split == "val")))
-                for k, off, n in zip(keep, offsets, n_cells, strict=True)]
-        for split in ("train", "val")
-    }
-    n_train = sum(len(r) for r in rows["train"])
+    train = [k & ~is_val[off:off + n] for k, off, n in zip(keep, offsets, n_cells, strict=True)]
+    n_train = sum(int(t.sum()) for t in train)
     if n_train == 0:
         raise BiofmError(f"{', '.join(data_cfg.h5ad)}: no training cells left; lower data.val_fraction")
 
     reused_vocab = vocab is not None
+    median_info = {"median_histogram_genes": 0, "medians_estimated": 0}
     if vocab is None:
-        vocab = build_vocab([m.rows(r) for m, r in zip(matrices, rows["train"], strict=True)], tok_cfg.min_cells)
-    data_genes = np.unique(np.concatenate([m.genes for m in matrices]))
+        vocab, median_info = _train_vocab(inputs, train, data_cfg, tok_cfg.min_cells)
+    data_genes = np.unique(np.concatenate([inp.genes for inp in inputs]))
     found = vocab.ids(data_genes)[1]
     if not found.any():
         raise BiofmError(
@@ -286,42 +566,51 @@ def _build(data_cfg: CellDataConfig, tok_cfg: CellTokenizerConfig, seed: int, vo
             f"(data genes look like {data_genes[0]!r}, vocabulary genes like {vocab.genes[0]!r}); "
             "pick the matching identifiers with data.gene_column"
         )
-    train_totals = np.concatenate([t[r] for t, r in zip(totals, rows["train"], strict=True)])
+    train_totals = np.concatenate([inp.totals[t] for inp, t in zip(inputs, train, strict=True)])
     median_total = float(np.median(train_totals))
+    del train_totals
     if reused_vocab and vocab.settings.get("median_total"):  # size factors keep the model's meaning
         median_total = float(vocab.settings["median_total"])
     tok = CellTokenizer(vocab, tok_cfg, median_total)
     vocab = GeneVocab(vocab.genes, vocab.gene_median, n_cells=vocab.gene_n_cells, settings=tok.settings())
 
+    # pass 3: tokenise; each chunk's training rows go to train.arrow, its validation rows to val.arrow,
+    # so each file keeps its cell order within a split, as when the splits were written one by one
     n_bins = n_value_bins(tok_cfg)
     L = tok.seq_len
     columns = {"gene_ids": (L, "int32"), "values": (L, "int16"), "counts": (L, "float32"),
                "size_factor": (None, "float32"), "cell": (None, "int64")}
     acc = StatsAccumulator(vocab.vocab_size, n_bins, vocab.gene_offset)
-    split_meta: dict[str, Any] = {}
-    for split in ("train", "val"):
-        writer = ColumnWriter(tmp / f"{split}.arrow", columns)
-        lengths: list[np.ndarray] = []
-        zeros = 0
-        for m, r, t, off in zip(matrices, rows[split], totals, offsets, strict=True):
-            for i in range(0, len(r), BATCH_CELLS):
-                idx = r[i:i + BATCH_CELLS]
-                batch = tok.tokenize(m.X[idx], m.genes, idx + off, seed=seed, totals=t[idx])
-                batch["cell"] = idx + off
-                writer.write(batch)
+    splits = ("train", "val")
+    writers = {split: ColumnWriter(tmp / f"{split}.arrow", columns) for split in splits}
+    lengths: dict[str, list[np.ndarray]] = {split: [] for split in splits}
+    zeros = dict.fromkeys(splits, 0)
+    for inp, k, off in zip(inputs, keep, offsets, strict=True):
+        for idx, x in _cells(inp, data_cfg, k):
+            in_val = is_val[idx + off]
+            for split, sel in (("train", ~in_val), ("val", in_val)):
+                if not sel.any():
+                    continue
+                rows = idx[sel]
+                batch = tok.tokenize(x[np.flatnonzero(sel)], inp.genes, rows + off, seed=seed,
+                                     totals=inp.totals[rows])
+                batch["cell"] = rows + off
+                writers[split].write(batch)
                 real = batch["gene_ids"] >= vocab.gene_offset
-                lengths.append(real.sum(axis=1))
-                zeros += int((real & (batch["counts"] == 0)).sum())
+                lengths[split].append(real.sum(axis=1).astype(np.int32))
+                zeros[split] += int((real & (batch["counts"] == 0)).sum())
                 if split == "train":
                     acc.add(batch)
-        writer.close()
-        ln = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    split_meta: dict[str, Any] = {}
+    for split in splits:
+        writers[split].close()
+        ln = np.concatenate(lengths[split]).astype(np.int64) if lengths[split] else np.zeros(0, dtype=np.int64)
         split_meta[split] = {
-            "cells": int(writer.rows),
+            "cells": int(writers[split].rows),
             "positions_mean": float(ln.mean()) if len(ln) else 0.0,
             "positions_p99": float(np.percentile(ln, 99)) if len(ln) else 0.0,
             "full_rows_fraction": float((ln >= tok_cfg.max_genes).mean()) if len(ln) else 0.0,
-            "zero_positions_fraction": zeros / max(1, int(ln.sum())),
+            "zero_positions_fraction": zeros[split] / max(1, int(ln.sum())),
         }
     stats = acc.finish(median_total)
     stats.save(tmp / "stats")
@@ -330,15 +619,16 @@ def _build(data_cfg: CellDataConfig, tok_cfg: CellTokenizerConfig, seed: int, vo
     genes_in_vocab = int(found.sum())
     meta = {
         "inputs": [
-            {"path": str(p), "cells": m.n_cells, "genes": m.n_genes, "duplicated_genes_merged": m.n_duplicated,
-             "unnamed_genes_dropped": m.n_unnamed, "empty_cells_dropped": int((~k).sum()),
-             "layer": m.layer, "integer_counts": m.is_counts, "coverage": vocab.coverage(m.genes)}
-            for p, m, k in zip(data_cfg.h5ad, matrices, keep, strict=True)
+            {"path": str(p), "cells": inp.n_cells, "genes": len(inp.genes), "duplicated_genes_merged": inp.n_duplicated,
+             "unnamed_genes_dropped": inp.n_unnamed, "empty_cells_dropped": int((~k).sum()),
+             "layer": data_cfg.layer, "integer_counts": inp.is_counts, "coverage": vocab.coverage(inp.genes)}
+            for p, inp, k in zip(data_cfg.h5ad, inputs, keep, strict=True)
         ],
         "genes": {"in_data": len(data_genes), "in_vocab": genes_in_vocab,
                   "coverage": genes_in_vocab / len(data_genes), "vocab_genes": vocab.n_genes,
-                  "vocab_size": vocab.vocab_size, "vocab_reused": reused_vocab, "min_cells": tok_cfg.min_cells},
-        "duplicated_genes_merged": sum(m.n_duplicated for m in matrices),
+                  "vocab_size": vocab.vocab_size, "vocab_reused": reused_vocab, "min_cells": tok_cfg.min_cells,
+                  **median_info},
+        "duplicated_genes_merged": sum(inp.n_duplicated for inp in inputs),
         "cells": {"train": split_meta["train"]["cells"], "val": split_meta["val"]["cells"],
                   "empty_dropped": int(sum((~k).sum() for k in keep))},
         "train": split_meta["train"], "val": split_meta["val"],
@@ -347,4 +637,3 @@ def _build(data_cfg: CellDataConfig, tok_cfg: CellTokenizerConfig, seed: int, vo
         "columns": {name: [length or 0, dtype] for name, (length, dtype) in columns.items()},
     }
     write_json(tmp / "meta.json", meta)
-

@@ -49,8 +49,10 @@ def cell_layer_embeddings(model, tok: CellTokenizer, X, genes: np.ndarray, *, ba
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
         cols = tok.tokenize(X[rows], genes, rows, seed=seed)
-        ids = torch.from_numpy(cols["gene_ids"].astype(np.int64))
-        values = cols["values"].astype(np.int64)
+        real = cols["gene_ids"] != tok.vocab.pad_id
+        width = int(np.flatnonzero(real.any(0)).max(initial=0)) + 1  # cut the padding columns
+        ids = torch.from_numpy(cols["gene_ids"][:, :width].astype(np.int64))
+        values = cols["values"][:, :width].astype(np.int64)
         attention = ids != tok.vocab.pad_id
         kw: dict[str, Any] = {}
         if not rank_mode:

@@ -1,26 +1,29 @@
 """Read raw counts from an AnnData `.h5ad` file, read-only, with one-line errors for what is wrong.
 
-What `read_counts` does, in order:
-- opens the file with h5py in read-only mode ("r") and reads only obs, the var table of the chosen
-  matrix and the matrix itself (X, a layer, or `.raw.X` with `layer="raw"`); a file in an old layout
-  that this cannot read is read with `anndata.read_h5ad` instead, also read-only. The file is never
-  written.
-- checks that the matrix holds raw counts: finite, non-negative and integer. Negative values are
+`read_counts` reads a whole file; `CountReader` reads it a chunk of cells at a time (what a streamed
+dataset build uses, so corpora larger than memory can be tokenised). Both do, in order:
+- open the file with h5py in read-only mode ("r") and read the var table of the chosen matrix (X, a
+  layer, or `.raw.X` with `layer="raw"`), then the matrix rows straight from the HDF5 datasets; a file
+  in an old layout that h5py cannot walk is read whole with `anndata.read_h5ad` instead, also
+  read-only. The file is never written.
+- check that the matrix holds raw counts: finite, non-negative and integer. Negative values are
   always an error (scaled data cannot be read as expression). Non-integers (log-normalised data) are
   an error unless `allow_non_counts=True`. The message names a layer (or `.raw`) of the same file
-  that does hold integers, when there is one.
+  that does hold integers, when there is one. A chunked read checks each chunk as it comes, so of
+  several kinds of bad value the first chunk holding any decides the message.
 - gene identifiers come from the var names, or the var column `gene_column` (e.g. Ensembl ids in
   `gene_ids`); Ensembl ids lose their version suffix (`ENSG00000141510.17` -> `ENSG00000141510`);
   genes with an empty name are dropped.
 - duplicated gene identifiers (e.g. one symbol for two Ensembl genes) are merged by SUMMING their
   columns: a cell's count for the symbol is the total over its copies. `n_duplicated` is the number
   of columns folded into an earlier one.
-- returns CSR float32 (dense and CSC input are converted; explicit zeros are removed).
+- return CSR float32 (dense and CSC input are converted; explicit zeros are removed).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,8 @@ CELL_DATA = Path(__file__).resolve().parent.parent / "cell_data"
 SHIPPED = {"pbmc700": "pbmc68k_700cells_counts.h5ad", "mouse10k": "mouse_10k_raw_counts.h5ad"}
 _ENSEMBL_VERSION = r"^(ENS[A-Z]*G\d+)\.\d+$"
 _SAMPLE_VALUES = 1 << 18  # values looked at when checking whether another layer holds counts
+_DENSE_VALUES = 1 << 22  # values per read of a dense matrix: a chunk of a wide dense matrix stays small
+_SCAN_VALUES = 1 << 22  # stored entries per read while scanning a CSC matrix for one chunk's cells
 
 
 def shipped_h5ad(name: str) -> Path:
@@ -83,47 +88,170 @@ class CellMatrix:
 
 def read_counts(path: str | Path, layer: str | None = None, gene_column: str | None = None,
                 allow_non_counts: bool = False) -> CellMatrix:
-    """Raw counts of an `.h5ad` file (see the module docstring); BiofmError naming the file if unusable."""
-    p = Path(path)
-    _check_file(p)
-    import h5py
+    """Raw counts of an `.h5ad` file (see the module docstring); BiofmError naming the file if unusable.
 
-    try:
-        with h5py.File(p, "r") as f:
+    The whole matrix is one chunk of a `CountReader`, so it passes exactly the checks a streamed build
+    applies chunk by chunk.
+    """
+    with CountReader(path, layer, gene_column, allow_non_counts) as reader:
+        x = reader.read(0, reader.n_cells)
+        obs = reader.obs()
+        is_counts = reader.is_counts
+        genes, n_dup, n_unnamed = reader.genes, reader.n_duplicated, reader.n_unnamed
+    obs = obs if len(obs) == x.shape[0] else pd.DataFrame(index=[str(i) for i in range(x.shape[0])])
+    return CellMatrix(X=x, genes=genes, obs=obs, n_duplicated=n_dup, source=str(Path(path)), layer=layer,
+                      is_counts=is_counts, n_unnamed=n_unnamed)
+
+
+class CountReader:
+    """One `.h5ad` opened read-only, whose raw counts are read a range of cells at a time.
+
+    Only the var table (one row per gene) is read when opening; `read(start, stop)` reads those rows of
+    the matrix from disk (CSR: the rows' slice of data/indices; dense: blocks of rows; CSC: a scan of
+    the stored entries, so each chunk of a CSC matrix costs one read of the whole matrix), checks them
+    as `read_counts` does (the one-line errors name the file, the matrix and the first bad cell) and
+    returns them as CSR float32 with the merged gene columns of `genes`. `is_counts` turns False once a
+    read has seen non-integers (only possible with `allow_non_counts`). Files that h5py cannot walk (the
+    pre-0.7 layout, unknown encodings) are read whole by anndata, as before, and then sliced.
+    """
+
+    def __init__(self, path: str | Path, layer: str | None = None, gene_column: str | None = None,
+                 allow_non_counts: bool = False):
+        import h5py
+
+        p = Path(path)
+        _check_file(p)
+        self.path, self.layer, self.allow_non_counts = p, layer, allow_non_counts
+        self.is_counts = True
+        try:
+            self._file = h5py.File(p, "r")
+        except OSError as exc:
+            raise BiofmError(f"{p}: unreadable h5ad file ({str(exc).splitlines()[0]})") from None
+        try:
+            self._open(gene_column)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, gene_column: str | None) -> None:
+        import h5py
+
+        p, f, layer = self.path, self._file, self.layer
+        try:
             if not ("obs" in f and "var" in f and ("X" in f or "layers" in f)):
                 raise BiofmError(f"{p}: not an AnnData .h5ad file (an HDF5 file without obs/var/X)")
             legacy = not isinstance(f["obs"], h5py.Group)  # the pre-0.7 layout (obs a compound dataset)
             store: _Store = _AnnStore(p) if legacy else _H5Store(f)
             try:
-                matrix, var, obs = store.load(p, layer)
-            except BiofmError:
+                rows, var = store.load(p, layer)
+            except (BiofmError, _NotAMatrix):
                 raise
-            except Exception:  # a layout that read_elem does not know: let anndata read it
+            except Exception:  # a layout that h5py / read_elem does not know: let anndata read it
                 if legacy:
                     raise
                 store = _AnnStore(p)
-                matrix, var, obs = store.load(p, layer)
-            x, is_counts = _check_values(p, store, layer, matrix, obs, var, gene_column, allow_non_counts)
-    except OSError as exc:
-        raise BiofmError(f"{p}: unreadable h5ad file ({str(exc).splitlines()[0]})") from None
-    genes_raw = _gene_ids(p, var, gene_column, layer)
-    if len(genes_raw) != x.shape[1]:
-        raise BiofmError(f"{p}: the matrix has {x.shape[1]} genes but var has {len(genes_raw)} rows")
-    named = genes_raw != ""
-    n_unnamed = int((~named).sum())
-    if n_unnamed:
-        x, genes_raw = x[:, np.flatnonzero(named)].tocsr(), genes_raw[named]
-    codes, uniques = pd.factorize(genes_raw)
-    n_dup = len(genes_raw) - len(uniques)
-    if n_dup:
-        merge = sp.csr_matrix((np.ones(len(codes), dtype=np.float32), (np.arange(len(codes)), codes)),
-                              shape=(len(codes), len(uniques)))
-        x = (x @ merge).tocsr()
-    x.sort_indices()
-    genes = np.asarray(uniques, dtype=str)
-    obs = obs if len(obs) == x.shape[0] else pd.DataFrame(index=[str(i) for i in range(x.shape[0])])
-    return CellMatrix(X=x, genes=genes, obs=obs, n_duplicated=int(n_dup), source=str(p), layer=layer,
-                      is_counts=is_counts, n_unnamed=n_unnamed)
+                rows, var = store.load(p, layer)
+        except _NotAMatrix as exc:
+            raise BiofmError(f"{p}: {_what(store, layer)} is not a numeric cells x genes matrix ({exc})") from None
+        except OSError as exc:
+            raise BiofmError(f"{p}: unreadable h5ad file ({str(exc).splitlines()[0]})") from None
+        self._store, self._rows, self._what = store, rows, _what(store, layer)
+        self.n_cells: int = int(rows.shape[0])
+        self._raw_genes = _gene_ids(p, var, gene_column, layer)
+        if len(self._raw_genes) != rows.shape[1]:
+            raise BiofmError(f"{p}: the matrix has {rows.shape[1]} genes but var has {len(self._raw_genes)} rows")
+        named = self._raw_genes != ""
+        self.n_unnamed = int((~named).sum())
+        self._named: np.ndarray | None = np.flatnonzero(named) if self.n_unnamed else None
+        codes, uniques = pd.factorize(self._raw_genes[named])
+        self.n_duplicated = int(len(codes) - len(uniques))
+        self._merge: sp.csr_matrix | None = None
+        if self.n_duplicated:  # summing columns by a product keeps read_counts' order of additions
+            self._merge = sp.csr_matrix((np.ones(len(codes), dtype=np.float32), (np.arange(len(codes)), codes)),
+                                        shape=(len(codes), len(uniques)))
+        self.genes: np.ndarray = np.asarray(uniques, dtype=str)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def n_genes(self) -> int:
+        return len(self.genes)
+
+    def read(self, start: int, stop: int) -> sp.csr_matrix:
+        """Cells start..stop-1, checked, as CSR float32 over `genes` (sorted indices, no explicit zeros)."""
+        start, stop = max(0, int(start)), min(self.n_cells, int(stop))
+        stop = max(start, stop)
+        try:
+            try:
+                raw = self._rows.read(start, stop)
+            except (TypeError, ValueError) as exc:
+                raise BiofmError(f"{self.path}: {self._what} is not a numeric cells x genes matrix ({exc})") from None
+            x = self._checked(raw, start)
+        except OSError as exc:
+            raise BiofmError(f"{self.path}: unreadable h5ad file ({str(exc).splitlines()[0]})") from None
+        if self._named is not None:
+            x = x[:, self._named].tocsr()
+        if self._merge is not None:
+            x = (x @ self._merge).tocsr()
+        x.sort_indices()
+        return x
+
+    def chunks(self, chunk_cells: int) -> Iterator[tuple[int, sp.csr_matrix]]:
+        """(first cell, `read` of the next `chunk_cells` cells) over the whole file, in order."""
+        step = max(1, int(chunk_cells))
+        for start in range(0, self.n_cells, step):
+            yield start, self.read(start, start + step)
+
+    def obs(self) -> pd.DataFrame:
+        """The obs table (read whole, so not part of a streamed build)."""
+        try:
+            return self._store.obs()
+        except BiofmError:
+            raise
+        except Exception:
+            if isinstance(self._store, _AnnStore):
+                raise
+            return _AnnStore(self.path).obs()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> CountReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ checks
+    def _checked(self, x: sp.csr_matrix, start: int) -> sp.csr_matrix:
+        """The count checks of one chunk: raw counts are finite, non-negative integers."""
+        p, what, store, layer = self.path, self._what, self._store, self.layer
+        if x.dtype.kind not in "biuf":
+            raise BiofmError(f"{p}: {what} holds {x.dtype} values; expected numeric raw counts")
+        data = x.data
+
+        def at(k: int) -> str:
+            row = start + int(np.searchsorted(x.indptr, k, side="right") - 1)
+            col = int(x.indices[k])
+            return f"e.g. {float(data[k]):.4g} at cell {store.cell_name(row)!r}, gene {str(self._raw_genes[col])!r}"
+
+        if data.dtype.kind == "f":
+            bad = ~np.isfinite(data)
+            if bad.any():
+                raise BiofmError(f"{p}: {what} holds NaN or infinite values ({at(int(np.argmax(bad)))}); "
+                                 f"biofm needs raw counts; {_integer_alternative(store, layer)}")
+        neg = data < 0
+        if neg.any():
+            raise BiofmError(f"{p}: {what} holds negative values ({at(int(np.argmax(neg)))}), so it is scaled, "
+                             f"not counts: biofm needs raw counts; {_integer_alternative(store, layer)}")
+        if data.dtype.kind == "f":
+            frac = data != np.floor(data)
+            if frac.any():
+                if not self.allow_non_counts:
+                    raise BiofmError(f"{p}: {what} holds non-integer values ({at(int(np.argmax(frac)))}): biofm "
+                                     f"needs raw counts; {_integer_alternative(store, layer)} "
+                                     f"(or data.allow_non_counts=true to accept these values)")
+                self.is_counts = False
+        return x.astype(np.float32)
 
 
 def _check_file(p: Path) -> None:
@@ -135,6 +263,107 @@ def _check_file(p: Path) -> None:
         raise BiofmError(f"{p}: is a folder (a .zarr store?); expected an .h5ad file")
     if not h5py.is_hdf5(p):
         raise BiofmError(f"{p}: not an HDF5 file; expected an AnnData .h5ad (convert other formats with anndata)")
+
+
+# ------------------------------------------------------------------------------------------ row access
+
+
+class _NotAMatrix(ValueError):
+    """The chosen element cannot be a cells x genes matrix (e.g. a 1-d array)."""
+
+
+class _Rows:
+    """Ranges of rows of one stored matrix, as CSR in the stored dtype with duplicates summed and zeros
+    removed (`_to_csr`), so that reading in pieces gives what reading the whole matrix gives."""
+
+    shape: tuple[int, int]
+
+    def read(self, start: int, stop: int) -> sp.csr_matrix:
+        raise NotImplementedError
+
+
+class _MemoryRows(_Rows):
+    """A matrix anndata has already loaded."""
+
+    def __init__(self, x: Any):
+        if sp.issparse(x):
+            self.x: Any = sp.csr_matrix(x)
+        else:
+            self.x = np.asarray(x)
+            if self.x.ndim != 2:
+                raise _NotAMatrix(f"expected a 2-d matrix, got shape {self.x.shape}")
+        self.shape = (int(self.x.shape[0]), int(self.x.shape[1]))
+
+    def read(self, start: int, stop: int) -> sp.csr_matrix:
+        return _to_csr(self.x[start:stop])
+
+
+class _DenseRows(_Rows):
+    """A dense HDF5 dataset, read in blocks of rows so that a chunk of a wide matrix stays small."""
+
+    def __init__(self, ds: Any):
+        if ds.ndim != 2:
+            raise _NotAMatrix(f"expected a 2-d matrix, got shape {ds.shape}")
+        self.ds = ds
+        self.shape = (int(ds.shape[0]), int(ds.shape[1]))
+
+    def read(self, start: int, stop: int) -> sp.csr_matrix:
+        step = max(1, _DENSE_VALUES // max(1, self.shape[1]))
+        parts = [_to_csr(self.ds[i:min(stop, i + step)]) for i in range(start, stop, step)]
+        if not parts:
+            return _to_csr(self.ds[start:start])
+        return parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
+
+
+class _SparseRows(_Rows):
+    """An AnnData sparse group (data / indices / indptr) in CSR or CSC layout."""
+
+    def __init__(self, group: Any, csr: bool, shape: tuple[int, int]):
+        self.csr = csr
+        self.shape = shape
+        self.data, self.indices, self.indptr = group["data"], group["indices"], group["indptr"]
+        # CSC: one pointer per gene, kept to find each stored entry's column
+        self._colptr = None if csr else np.asarray(self.indptr[:], dtype=np.int64)
+
+    def read(self, start: int, stop: int) -> sp.csr_matrix:
+        shape = (stop - start, self.shape[1])
+        if self.csr:
+            ptr = np.asarray(self.indptr[start:stop + 1], dtype=np.int64)
+            if len(ptr) < 2:
+                return _to_csr(sp.csr_matrix(shape, dtype=self.data.dtype))
+            a, b = int(ptr[0]), int(ptr[-1])
+            return _to_csr(sp.csr_matrix((self.data[a:b], self.indices[a:b], ptr - a), shape=shape))
+        assert self._colptr is not None
+        whole = start == 0 and stop == self.shape[0]
+        rows, cols, vals = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], [self.data[0:0]]
+        nnz = int(self._colptr[-1])
+        for a in range(0, nnz, _SCAN_VALUES):
+            b = min(nnz, a + _SCAN_VALUES)
+            r = np.asarray(self.indices[a:b], dtype=np.int64)
+            sel = np.arange(b - a) if whole else np.flatnonzero((r >= start) & (r < stop))
+            if len(sel) == 0:
+                continue
+            rows.append(r[sel] - start)
+            cols.append(np.searchsorted(self._colptr, a + sel, side="right") - 1)
+            vals.append(np.asarray(self.data[a:b])[sel])
+        x = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+        return _to_csr(x)
+
+
+def _sparse_layout(group: Any) -> tuple[bool, tuple[int, int]]:
+    """(is CSR, shape) of an AnnData sparse group; an unknown encoding raises (anndata reads it then)."""
+    attrs = group.attrs
+    kind = attrs.get("encoding-type", attrs.get("h5sparse_format"))
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if kind not in ("csr_matrix", "csc_matrix", "csr", "csc"):
+        raise KeyError(f"unknown sparse encoding {kind!r}")
+    shape = attrs.get("shape", attrs.get("h5sparse_shape"))
+    if shape is None or len(shape) != 2:
+        raise KeyError("sparse group without a 2-d shape")
+    return kind.startswith("csr"), (int(shape[0]), int(shape[1]))
+
+
+# ------------------------------------------------------------------------------------------ stores
 
 
 class _Store:
@@ -149,7 +378,7 @@ class _Store:
     def has_x(self) -> bool:
         raise NotImplementedError
 
-    def matrix(self, layer: str | None) -> Any:
+    def rows(self, layer: str | None) -> _Rows:
         raise NotImplementedError
 
     def var(self, layer: str | None) -> pd.DataFrame:
@@ -158,13 +387,19 @@ class _Store:
     def obs(self) -> pd.DataFrame:
         raise NotImplementedError
 
+    def cell_name(self, row: int) -> str:
+        """The obs name of a cell (for error messages), or its row number."""
+        try:
+            index = self.obs().index
+            return str(index[row]) if row < len(index) else str(row)
+        except Exception:
+            return str(row)
+
     def sample(self, layer: str | None) -> np.ndarray:
         """Some stored values of a matrix (for a cheap "does it hold counts" check)."""
-        x = self.matrix(layer)
-        data = x.data if sp.issparse(x) else np.asarray(x).ravel()
-        return np.asarray(data[:_SAMPLE_VALUES])
+        raise NotImplementedError
 
-    def load(self, p: Path, layer: str | None) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    def load(self, p: Path, layer: str | None) -> tuple[_Rows, pd.DataFrame]:
         is_layer = layer is not None and layer in self.layers()
         if layer is not None and not is_layer and not (layer == "raw" and self.has_raw()):
             names = [repr(n) for n in self.layers()] + (["'raw' (.raw.X)"] if self.has_raw() else [])
@@ -173,7 +408,7 @@ class _Store:
         if layer is None and not self.has_x():
             names = ", ".join(self.layers()) or "none"
             raise BiofmError(f"{p}: X is empty; name the layer with the raw counts with data.layer (layers: {names})")
-        return self.matrix(layer), self.var(layer), self.obs()
+        return self.rows(layer), self.var(layer)
 
 
 def _is_raw(store: _Store, layer: str | None) -> bool:
@@ -209,10 +444,13 @@ class _H5Store(_Store):
             return self.f["raw"]["X"]
         return self.f["layers"][layer]
 
-    def matrix(self, layer: str | None) -> Any:
-        from anndata.io import read_elem
+    def rows(self, layer: str | None) -> _Rows:
+        import h5py
 
-        return read_elem(self._elem(layer))
+        elem = self._elem(layer)
+        if isinstance(elem, h5py.Group):
+            return _SparseRows(elem, *_sparse_layout(elem))
+        return _DenseRows(elem)
 
     def var(self, layer: str | None) -> pd.DataFrame:
         from anndata.io import read_elem
@@ -223,6 +461,18 @@ class _H5Store(_Store):
         from anndata.io import read_elem
 
         return _frame(read_elem(self.f["obs"]))
+
+    def cell_name(self, row: int) -> str:
+        """Reads one name of the obs index, not the whole obs table (which may be large)."""
+        try:
+            obs = self.f["obs"]
+            names = obs[obs.attrs["_index"]]
+            if row >= len(names):
+                return str(row)
+            name = names[row]
+            return name.decode() if isinstance(name, bytes) else str(name)
+        except Exception:
+            return super().cell_name(row)
 
     def sample(self, layer: str | None) -> np.ndarray:
         import h5py
@@ -263,6 +513,14 @@ class _AnnStore(_Store):
         if _is_raw(self, layer):
             return self.adata.raw.X
         return self.adata.layers[layer]
+
+    def rows(self, layer: str | None) -> _Rows:
+        return _MemoryRows(self.matrix(layer))
+
+    def sample(self, layer: str | None) -> np.ndarray:
+        x = self.matrix(layer)
+        data = x.data if sp.issparse(x) else np.asarray(x).ravel()
+        return np.asarray(data[:_SAMPLE_VALUES])
 
     def var(self, layer: str | None) -> pd.DataFrame:
         return self.adata.raw.var if _is_raw(self, layer) else self.adata.var
@@ -324,48 +582,6 @@ def _integer_alternative(store: _Store, layer: str | None) -> str:
                 return ".raw.X holds integers — pass data.layer=raw"
             return f"layer {cand!r} holds integers — pass data.layer={cand}"
     return "no matrix in this file (X, layers, .raw) holds integer counts; re-export the raw counts"
-
-
-def _check_values(p: Path, store: _Store, layer: str | None, matrix: Any, obs: pd.DataFrame, var: pd.DataFrame,
-                  gene_column: str | None, allow_non_counts: bool) -> tuple[sp.csr_matrix, bool]:
-    what = _what(store, layer)
-    try:
-        x = _to_csr(matrix)
-    except (TypeError, ValueError) as exc:
-        raise BiofmError(f"{p}: {what} is not a numeric cells x genes matrix ({exc})") from None
-    if x.dtype.kind not in "biuf":
-        raise BiofmError(f"{p}: {what} holds {x.dtype} values; expected numeric raw counts")
-    data = x.data
-
-    def at(k: int) -> str:
-        row = int(np.searchsorted(x.indptr, k, side="right") - 1)
-        col = int(x.indices[k])
-        cell = str(obs.index[row]) if row < len(obs) else str(row)
-        try:
-            gene = str(_gene_ids(p, var, gene_column, layer)[col])
-        except BiofmError:
-            gene = str(col)
-        return f"e.g. {float(data[k]):.4g} at cell {cell!r}, gene {gene!r}"
-
-    if data.dtype.kind == "f":
-        bad = ~np.isfinite(data)
-        if bad.any():
-            raise BiofmError(f"{p}: {what} holds NaN or infinite values ({at(int(np.argmax(bad)))}); "
-                             f"biofm needs raw counts; {_integer_alternative(store, layer)}")
-    neg = data < 0
-    if neg.any():
-        raise BiofmError(f"{p}: {what} holds negative values ({at(int(np.argmax(neg)))}), so it is scaled, not "
-                         f"counts: biofm needs raw counts; {_integer_alternative(store, layer)}")
-    is_counts = True
-    if data.dtype.kind == "f":
-        frac = data != np.floor(data)
-        if frac.any():
-            if not allow_non_counts:
-                raise BiofmError(f"{p}: {what} holds non-integer values ({at(int(np.argmax(frac)))}): biofm needs "
-                                 f"raw counts; {_integer_alternative(store, layer)} "
-                                 f"(or data.allow_non_counts=true to accept these values)")
-            is_counts = False
-    return x.astype(np.float32), is_counts
 
 
 def _gene_ids(p: Path, var: pd.DataFrame, gene_column: str | None, layer: str | None) -> np.ndarray:

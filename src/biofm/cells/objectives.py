@@ -177,18 +177,26 @@ class CellObjective(Objective):
 
     # ---- batches ---------------------------------------------------------------------------------
     def collate(self, rows: dict[str, np.ndarray], keys: np.ndarray, *, honest: bool, seed: int) -> Batch:
+        """Masks are drawn per cell at the stored row width (so they do not depend on the batch), then
+        every column past the batch's last real gene is cut: cells are stored padded to `max_genes`,
+        but most have far fewer genes, and attention over padding is pure waste."""
         genes = np.asarray(rows["gene_ids"]).astype(np.int64)  # [B, L]
         values = np.asarray(rows["values"]).astype(np.int64)  # [B, L], -1 at <cls>/padding
         counts = np.asarray(rows["counts"]).astype(np.float32)  # [B, L]
         attention = genes != self.pad_id
         has_value = attention & (values >= 0)
         types = np.where(has_value, values + VALUE_OFFSET, NO_VALUE)
-        tensors: dict[str, torch.Tensor] = {"attention_mask": torch.from_numpy(attention)}
+        width = int(np.flatnonzero(attention.any(0)).max(initial=0)) + 1
+
+        def cut(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a[:, :width]))
+
+        tensors: dict[str, torch.Tensor] = {"attention_mask": cut(attention)}
         n: dict[str, int] = {}
         b = len(genes)
         if self.mode == "rank_value":
             inputs, selected = mask_batch(genes, keys, seed, self.gene_mask, honest=honest)
-            tensors["input_ids"] = torch.from_numpy(inputs)
+            tensors["input_ids"] = cut(inputs)
             types = np.zeros_like(types)
         else:
             selected = np.zeros(genes.shape, dtype=bool)
@@ -205,13 +213,13 @@ class CellObjective(Objective):
                 rand = sel & ~hide & (u[1] < 0.9)
                 inputs_types[row, hide] = HIDDEN_VALUE
                 inputs_types[row, rand] = VALUE_OFFSET + (u[2][rand] * self.n_bins).astype(np.int64)
-            tensors["input_ids"] = torch.from_numpy(genes)
-            tensors["token_type_ids"] = torch.from_numpy(inputs_types)
-        sel_t = torch.from_numpy(selected)
+            tensors["input_ids"] = cut(genes)
+            tensors["token_type_ids"] = cut(inputs_types)
+        sel_t = cut(selected)
         tensors["selected"] = sel_t
-        tensors["target_genes"] = torch.from_numpy(genes)[sel_t]
-        tensors["target_bins"] = torch.from_numpy(values)[sel_t].clamp_min(0)
-        tensors["target_counts"] = torch.from_numpy(counts)[sel_t]
+        tensors["target_genes"] = cut(genes)[sel_t]
+        tensors["target_bins"] = cut(values)[sel_t].clamp_min(0)
+        tensors["target_counts"] = cut(counts)[sel_t]
         for name in self.components:
             if name != "contrastive":
                 n[name] = int(sel_t.sum())
@@ -223,8 +231,8 @@ class CellObjective(Objective):
                 half = len(pos) // 2
                 view_a[row, pos[:half]] = True
                 view_b[row, pos[half:2 * half]] = True
-            tensors["view_a"], tensors["view_b"] = torch.from_numpy(view_a), torch.from_numpy(view_b)
-            tensors["clean_types"] = torch.from_numpy(types)
+            tensors["view_a"], tensors["view_b"] = cut(view_a), cut(view_b)
+            tensors["clean_types"] = cut(types)
             n["contrastive"] = b
         return Batch(tensors, n, int(attention.sum()))
 

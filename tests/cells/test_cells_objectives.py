@@ -7,7 +7,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 from biofm.cells.objectives import CellObjective
 
-V, K, SPECIAL = 30, 6, 5  # vocabulary (5 specials), value bins
+V, K, SPECIAL, CLS = 30, 6, 5, 2  # vocabulary (5 specials), value bins, <cls> id
 
 
 def _stats(rng):
@@ -38,7 +38,9 @@ def _batch(obj, seed=0):
     b, length = 8, 12
     genes = np.stack([np.sort(rng.choice(np.arange(SPECIAL, V), length, replace=False)) for _ in range(b)])
     counts = rng.poisson(3.0, (b, length))
-    rows = {"gene_ids": genes, "values": np.minimum(counts, K - 1), "counts": counts}
+    values = np.minimum(counts, K - 1)
+    genes[:, 0], values[:, 0], counts[:, 0] = CLS, -1, 0  # <cls> leads every cell, as stored
+    rows = {"gene_ids": genes, "values": values, "counts": counts}
     batch = obj.collate(rows, np.arange(b), honest=True, seed=0)
     assert batch.counts[obj.main] > 10
     return batch.tensors
@@ -92,3 +94,27 @@ def test_padding_columns_are_cut_and_masks_do_not_depend_on_the_batch():
     assert alone["input_ids"].shape == (1, 5)
     assert torch.equal(alone["token_type_ids"][0], both["token_type_ids"][0, :5])
     assert torch.equal(alone["selected"][0], both["selected"][0, :5])
+
+
+def test_contrastive_views_are_disjoint_halves_and_packing_them_changes_nothing():
+    obj = _objective("value_ce", gene_prior=True)
+    obj.components["contrastive"] = 0.5
+    obj.heads["contrastive"] = torch.nn.Linear(32, 16)
+    with torch.no_grad():
+        obj.model.bert.embeddings.position_embeddings.weight.zero_()
+    t = _batch(obj)
+    ids, types = t["view_ids"], t["view_types"]
+    b = t["input_ids"].shape[0]
+    assert ids.shape[0] == 2 * b and (ids[:, 0] == CLS).all()  # <cls> leads both views
+    for row in range(b):
+        a, c = set(ids[row, 1:].tolist()) - {0}, set(ids[b + row, 1:].tolist()) - {0}
+        assert a and not a & c and a | c <= set(t["input_ids"][row].tolist())
+    obj.eval()
+    with torch.no_grad():
+        packed = obj._contrastive(ids, types)
+        # the same views spread over twice the width with padding between the genes: a cell is a set
+        spread_ids = torch.zeros((2 * b, 2 * ids.shape[1] - 1), dtype=ids.dtype)
+        spread_types = torch.zeros_like(spread_ids)
+        spread_ids[:, ::2], spread_types[:, ::2] = ids, types
+        spread = obj._contrastive(spread_ids, spread_types)
+    assert torch.allclose(packed, spread, atol=1e-5)

@@ -224,15 +224,23 @@ class CellObjective(Objective):
             if name != "contrastive":
                 n[name] = int(sel_t.sum())
         if "contrastive" in self.components:
-            view_a, view_b = np.zeros_like(attention), np.zeros_like(attention)
+            # two disjoint random halves of each cell's genes (after <cls>), each packed to the left with
+            # <cls> in front: one forward pass over [2B, L/2] instead of two over masked [B, L]
+            halves = []
             for row, key in enumerate(keys):
                 rng = np.random.default_rng([seed, int(key), 7])
-                pos = rng.permutation(np.flatnonzero(has_value[row]))
+                pos = rng.permutation(np.flatnonzero(attention[row, 1:]) + 1)
                 half = len(pos) // 2
-                view_a[row, pos[:half]] = True
-                view_b[row, pos[half:2 * half]] = True
-            tensors["view_a"], tensors["view_b"] = cut(view_a), cut(view_b)
-            tensors["clean_types"] = cut(types)
+                halves.append((np.sort(pos[:half]), np.sort(pos[half:2 * half])))
+            width_v = 1 + max((len(a) for a, _ in halves), default=0)
+            view_ids = np.full((2 * b, width_v), self.pad_id, dtype=np.int64)
+            view_types = np.zeros((2 * b, width_v), dtype=np.int64)
+            for row, pair in enumerate(halves):
+                for v, pos in enumerate(pair):
+                    idx = np.concatenate([[0], pos])
+                    view_ids[v * b + row, :len(idx)] = genes[row, idx]
+                    view_types[v * b + row, :len(idx)] = types[row, idx]
+            tensors["view_ids"], tensors["view_types"] = torch.from_numpy(view_ids), torch.from_numpy(view_types)
             n["contrastive"] = b
         return Batch(tensors, n, int(attention.sum()))
 
@@ -269,9 +277,8 @@ class CellObjective(Objective):
         target_bins: torch.Tensor,  # [n] value bin
         target_counts: torch.Tensor,  # [n] raw count
         token_type_ids: torch.Tensor | None = None,  # [B, L] value tokens (gene+value mode)
-        view_a: torch.Tensor | None = None,  # [B, L] contrastive views
-        view_b: torch.Tensor | None = None,
-        clean_types: torch.Tensor | None = None,  # [B, L] value tokens with nothing hidden
+        view_ids: torch.Tensor | None = None,  # [2B, Lv] contrastive views: <cls> + half of the genes
+        view_types: torch.Tensor | None = None,  # [2B, Lv] their value tokens, nothing hidden
         per_token: bool = False,
     ) -> dict[str, torch.Tensor]:
         bert = self.model.bert
@@ -297,20 +304,19 @@ class CellObjective(Objective):
                 logits = self.model.cls(h).float().masked_fill(~self.allowed, float("-inf"))
                 losses[name] = F.cross_entropy(logits, target_genes, reduction="none")
             elif name == "contrastive":
-                losses[name] = self._contrastive(input_ids, clean_types, view_a, view_b)
+                losses[name] = self._contrastive(view_ids, view_types)
         if not per_token:
             return {k: v.sum() for k, v in losses.items()}
         return {"loss": losses[self.main], **self._baselines(target_genes, target_bins, target_counts)}
 
-    def _contrastive(self, genes, types, view_a, view_b) -> torch.Tensor:
-        bert = self.model.bert
-        z = []
-        for view in (view_a, view_b):
-            cls_col = torch.zeros_like(view)
-            cls_col[:, 0] = True  # <cls> is in both views
-            mask = view | cls_col
-            h = bert(input_ids=genes, attention_mask=mask, token_type_ids=types).last_hidden_state
-            z.append(F.normalize(self.heads["contrastive"](self._pool(h, view)).float(), dim=-1))
+    def _contrastive(self, view_ids: torch.Tensor, view_types: torch.Tensor) -> torch.Tensor:
+        mask = view_ids != self.pad_id  # [2B, Lv]
+        kw = {"token_type_ids": view_types} if self.mode == "gene_value" else {}
+        h = self.model.bert(input_ids=view_ids, attention_mask=mask, **kw).last_hidden_state  # [2B, Lv, H]
+        genes_only = mask.clone()
+        genes_only[:, 0] = False  # pool the view's genes, not <cls>
+        z = F.normalize(self.heads["contrastive"](self._pool(h, genes_only)).float(), dim=-1)  # [2B, P]
+        z = z.view(2, -1, z.shape[-1])
         logits = z[0] @ z[1].T / self.temperature  # [B, B]
         target = torch.arange(len(logits), device=logits.device)
         return 0.5 * (F.cross_entropy(logits, target, reduction="none")

@@ -4,12 +4,19 @@ Records are split into train and validation *before* windowing (by record or by 
 window overlaps both splits. Each window becomes one block: `<cls>` + its k-mer tokens, truncated or
 padded to the block length (the window length defaults to (block - 1) * k bases, so blocks are full
 unless a window holds N, which tokenises base by base).
+
+Genomes can be larger than memory, so the build streams: a first pass over the files (`scan_fasta`)
+validates them and measures every record, which is all the split needs; a second pass reads the
+sequences in pieces of a few megabases, cuts windows, tokenises them in batches and appends them to
+sharded Arrow files, counting tokens as it goes. Memory is bounded by a piece, a batch of windows and
+the writers' buffers, whatever the size of the input.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +31,17 @@ from biofm.data.blocks import (
     file_fingerprint,
     id_dtype,
     open_blocks,
-    token_counts,
 )
 from biofm.dna.config import DnaDataConfig
-from biofm.dna.fasta import Record, bed_records, read_fasta
+from biofm.dna.fasta import RecordInfo, bed_records, read_fasta_chunks, scan_fasta
 from biofm.dna.tokenizer import KmerTokenizer
-from biofm.dna.windows import Window, WindowStats, iter_windows, split_segments
+from biofm.dna.windows import Window, WindowStats, plan_split, stream_windows
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
 
 BATCH_WINDOWS = 2048
+# A batch is also flushed at this many bases, so very long windows cannot make a batch large.
+BATCH_BASES = 8 << 20
 
 
 @dataclass
@@ -49,12 +57,23 @@ def window_bp(cfg: DnaDataConfig, tok: KmerTokenizer, block: int) -> int:
     return cfg.window_bp or (block - 1) * tok.k
 
 
-def _records(cfg: DnaDataConfig) -> Iterable[Record]:
+def _sources(cfg: DnaDataConfig) -> tuple[list[RecordInfo], Iterable[tuple[RecordInfo, str]]]:
+    """Every record's name and length (first pass), and a way to stream their sequences (second pass).
+
+    BED intervals are cut from a reference held in memory, as `bed_records` does; they are small, so
+    they are simply kept and handed on whole.
+    """
     if cfg.bed:
-        yield from bed_records(cfg.bed, cfg.fasta[0])
-        return
-    for path in cfg.fasta:
-        yield from read_fasta(path)
+        recs = list(bed_records(cfg.bed, cfg.fasta[0]))
+        infos = [RecordInfo(r.name, r.description, r.path, r.line, len(r.seq)) for r in recs if r.seq]
+        return infos, list(zip(infos, (r.seq for r in recs if r.seq), strict=True))
+    infos = [info for path in cfg.fasta for info in scan_fasta(path)]
+    return infos, _fasta_pieces(cfg.fasta)
+
+
+def _fasta_pieces(paths: list[str]) -> Iterator[tuple[RecordInfo, str]]:
+    for path in paths:
+        yield from read_fasta_chunks(path)
 
 
 def encode_windows(windows: list[Window], tok: KmerTokenizer, block: int) -> np.ndarray:
@@ -66,21 +85,65 @@ def encode_windows(windows: list[Window], tok: KmerTokenizer, block: int) -> np.
     return out
 
 
-def _write_split(segments, cfg: DnaDataConfig, tok: KmerTokenizer, block: int, dest: Path,
-                 reverse_complement: bool) -> dict[str, Any]:
-    stats = WindowStats()
-    writer = BlockWriter(dest, block, id_dtype(tok.vocab_size))
-    batch: list[Window] = []
+class _SplitOut:
+    """Batches one split's windows, tokenises them and appends the blocks, counting tokens if asked."""
+
+    def __init__(self, dest: Path, tok: KmerTokenizer, block: int, count: bool):
+        self.tok = tok
+        self.block = block
+        self.writer = BlockWriter(dest, block, id_dtype(tok.vocab_size))
+        self.counts = np.zeros(tok.vocab_size, dtype=np.int64) if count else None
+        self.batch: list[Window] = []
+        self.bases = 0
+
+    def add(self, w: Window) -> None:
+        self.batch.append(w)
+        self.bases += len(w.seq)
+        if len(self.batch) >= BATCH_WINDOWS or self.bases >= BATCH_BASES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        blocks = encode_windows(self.batch, self.tok, self.block)
+        self.batch, self.bases = [], 0
+        self.writer.write(blocks)
+        if self.counts is not None:
+            self.counts += np.bincount(blocks.ravel(), minlength=len(self.counts))[: len(self.counts)]
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def _write_splits(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int, tmp: Path) -> dict[str, Any]:
+    """One streaming pass writing both splits; returns the meta fields and leaves the token counts."""
+    infos, pieces = _sources(cfg)
+    plan = plan_split([i for i in infos if i.length], cfg.split, cfg.val_fraction, cfg.region_bp, seed)
     wbp = window_bp(cfg, tok, block)
-    for w in iter_windows(segments, wbp, cfg.stride_bp or wbp, cfg.max_n_fraction,
-                          reverse_complement=reverse_complement, stats=stats):
-        batch.append(w)
-        if len(batch) == BATCH_WINDOWS:
-            writer.write(encode_windows(batch, tok, block))
-            batch = []
-    writer.write(encode_windows(batch, tok, block))
-    writer.close()
-    return {"blocks": writer.rows, **vars(stats)}
+    stats = (WindowStats(), WindowStats())
+    outs = (_SplitOut(tmp / "train.arrow", tok, block, count=True),
+            _SplitOut(tmp / "val.arrow", tok, block, count=False))
+    for is_val, w in stream_windows(pieces, plan, wbp, cfg.stride_bp or wbp, cfg.max_n_fraction,
+                                    reverse_complement=(cfg.reverse_complement, False), stats=stats):
+        outs[is_val].add(w)
+    for out in outs:
+        out.close()
+    train, val = outs
+    if train.writer.rows == 0:
+        raise BiofmError(
+            f"{', '.join(cfg.fasta)}: no training windows of {wbp} bp "
+            f"(sequences too short, or too many N: max_n_fraction={cfg.max_n_fraction})"
+        )
+    assert train.counts is not None
+    np.save(tmp / "train_token_counts.npy", train.counts)
+    train_bp, val_bp = plan.split_bp()
+    return {
+        "train_bp": train_bp, "val_bp": val_bp,
+        "train": {"blocks": train.writer.rows, **vars(stats[0])},
+        "val": {"blocks": val.writer.rows, **vars(stats[1])},
+        "shards": {"train": train.writer.shards, "val": val.writer.shards},
+    }
 
 
 def build_blocks(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int) -> DnaBlocks:
@@ -103,24 +166,9 @@ def build_blocks(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int) 
     })
     dest = cache_root(cfg.cache_dir) / f"dna-{key}"
     if not (dest / "meta.json").exists():
-        train_seg, val_seg = split_segments(_records(cfg), cfg.split, cfg.val_fraction, cfg.region_bp, seed)
         with atomic_path(dest, is_dir=True) as tmp:
-            train_stats = _write_split(train_seg, cfg, tok, block, tmp / "train.arrow", cfg.reverse_complement)
-            val_stats = _write_split(val_seg, cfg, tok, block, tmp / "val.arrow", False)
-            if train_stats["blocks"] == 0:
-                raise BiofmError(
-                    f"{', '.join(cfg.fasta)}: no training windows of {window_bp(cfg, tok, block)} bp "
-                    f"(sequences too short, or too many N: max_n_fraction={cfg.max_n_fraction})"
-                )
-            counts = token_counts(open_blocks(tmp / "train.arrow"), tok.vocab_size)
-            np.save(tmp / "train_token_counts.npy", counts)
-            write_json(tmp / "meta.json", {
-                "inputs": inputs, "block": block, "k": tok.k, "seed": seed,
-                "train_bp": sum(len(s.seq) for s in train_seg), "val_bp": sum(len(s.seq) for s in val_seg),
-                "train": train_stats, "val": val_stats,
-            })
-    import json
-
+            fields = _write_splits(cfg, tok, block, seed, tmp)
+            write_json(tmp / "meta.json", {"inputs": inputs, "block": block, "k": tok.k, "seed": seed, **fields})
     meta = json.loads((dest / "meta.json").read_text())
     try:
         train, val = open_blocks(dest / "train.arrow"), open_blocks(dest / "val.arrow")

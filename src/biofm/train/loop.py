@@ -298,7 +298,8 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         state = json.loads((path / "trainer_state.json").read_text())
         self.unwrapped.load_weights(path / "model")
-        opt = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
+        # on CPU, so any process count and device reads it; load_state_dict moves it to the parameters
+        opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(opt)
         rng = torch.load(path / "rng.pt", weights_only=True)
         torch.set_rng_state(rng["torch"])

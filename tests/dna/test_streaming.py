@@ -285,7 +285,7 @@ def test_build_blocks_sharded_equals_single_file(tmp_path: Path, monkeypatch: py
 
     def build(cache: str):
         cfg = DnaDataConfig(fasta=[str(path)], cache_dir=str(tmp_path / cache), region_bp=2_000, val_fraction=0.2,
-                            stride_bp=40, reverse_complement=True)
+                            stride_bp=40, reverse_complement=True, pack=False)  # one window per block
         return dnadata.build_blocks(cfg, tok, block=33, seed=0)
 
     one = build("one")
@@ -295,7 +295,9 @@ def test_build_blocks_sharded_equals_single_file(tmp_path: Path, monkeypatch: py
     assert many.meta["shards"]["train"] > 5 and many.meta["shards"]["val"] > 1
     for a, b in ((one.train, many.train), (one.val, many.val)):
         assert a.shape == b.shape and (a[np.arange(len(a))] == b[np.arange(len(b))]).all()
-    assert (many.counts == token_counts(many.train, tok.vocab_size)).all() and (many.counts == one.counts).all()
+    counted = token_counts(many.train, tok.vocab_size)
+    counted[tok.pad_id] = 0  # padding is not counted as data
+    assert (many.counts == counted).all() and (many.counts == one.counts).all()
     assert {k: v for k, v in one.meta.items() if k != "shards"} == {
         k: v for k, v in many.meta.items() if k != "shards"
     }
@@ -419,10 +421,12 @@ def test_build_streams_a_file_larger_than_the_memory_limit(tmp_path: Path) -> No
         regions = math.ceil(total_bp / 100_000)
         max_segments = 2 * round(0.05 * regions) + 1  # every run boundary can cut at most one window
         assert abs(considered - total_bp / window) <= max_segments + 1
-        assert out["len_train"] == meta["train"]["blocks"] == meta["train"]["kept"]
-        assert out["len_val"] == meta["val"]["blocks"] == meta["val"]["kept"]
+        # packed: a full window without N fills one block; N spills into the next, short ends share one
+        for split in ("train", "val"):
+            assert out[f"len_{split}"] == meta[split]["blocks"]
+            assert abs(meta[split]["blocks"] - meta[split]["kept"]) < 0.02 * meta[split]["kept"]
         assert meta["train"]["skipped_n"] > 0 and meta["shards"]["train"] >= 2
-        assert out["counts_sum"] == out["len_train"] * 512 and out["first_row_cls"]
+        assert 0 <= out["len_train"] * 512 - out["counts_sum"] < 512 and out["first_row_cls"]  # padded tail only
     finally:  # pytest keeps recent tmp folders; do not leave gigabytes behind
         big.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -19,6 +19,10 @@ class DnaDataConfig(Schema):
     split: Literal["region", "record"] = "region"
     val_fraction: float = Field(0.05, ge=0, lt=1)
     region_bp: PositiveInt = 100_000
+    pack: bool = Field(True, description="pack windows end to end into full blocks (each window still starts "
+                                         "with <cls>): short windows (BED intervals, record ends) leave no "
+                                         "padding and N-rich windows are not truncated; false = one window "
+                                         "per block, padded or truncated")
     cache_dir: str | None = Field(None, description="default $BIOFM_CACHE or .cache/biofm")
 
     @model_validator(mode="after")

@@ -1,9 +1,12 @@
 """DNA → fixed-length token blocks for masked-LM pretraining.
 
 Records are split into train and validation *before* windowing (by record or by region), so no
-window overlaps both splits. Each window becomes one block: `<cls>` + its k-mer tokens, truncated or
-padded to the block length (the window length defaults to (block - 1) * k bases, so blocks are full
-unless a window holds N, which tokenises base by base).
+window overlaps both splits. Each window becomes `<cls>` + its k-mer tokens; by default (`pack`)
+these run end to end and are cut into full blocks, so short windows (BED intervals, record ends)
+cost no padding and N-rich windows (N tokenises base by base, so they have more tokens) are not
+truncated; only the very last block of a split is padded. With `pack: false` each window is one
+block, padded or truncated. The window length defaults to (block - 1) * k bases, so a genome
+window without N fills exactly one block either way.
 
 Genomes can be larger than memory, so the build streams: a first pass over the files (`scan_fasta`)
 validates them and measures every record, which is all the split needs; a second pass reads the
@@ -85,12 +88,27 @@ def encode_windows(windows: list[Window], tok: KmerTokenizer, block: int) -> np.
     return out
 
 
+def pack_windows(windows: list[Window], tok: KmerTokenizer, block: int,
+                 carry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(full blocks, leftover tokens): `carry`, then `<cls>` + the tokens of each window, end to end,
+    cut into blocks of `block` tokens. No padding; a window may continue into the next block."""
+    cls = np.asarray([tok.cls_id], dtype=np.int32)
+    parts = [carry]
+    for ids in tok.encode_batch([w.seq for w in windows]):
+        parts += [cls, np.asarray(ids, dtype=np.int32)]
+    flat = np.concatenate(parts)
+    n = len(flat) // block
+    return flat[: n * block].reshape(n, block), flat[n * block:]
+
+
 class _SplitOut:
     """Batches one split's windows, tokenises them and appends the blocks, counting tokens if asked."""
 
-    def __init__(self, dest: Path, tok: KmerTokenizer, block: int, count: bool):
+    def __init__(self, dest: Path, tok: KmerTokenizer, block: int, count: bool, pack: bool):
         self.tok = tok
         self.block = block
+        self.pack = pack
+        self.carry = np.zeros(0, dtype=np.int32)  # packed tokens not yet filling a block
         self.writer = BlockWriter(dest, block, id_dtype(tok.vocab_size))
         self.counts = np.zeros(tok.vocab_size, dtype=np.int64) if count else None
         self.batch: list[Window] = []
@@ -105,14 +123,25 @@ class _SplitOut:
     def flush(self) -> None:
         if not self.batch:
             return
-        blocks = encode_windows(self.batch, self.tok, self.block)
+        if self.pack:
+            blocks, self.carry = pack_windows(self.batch, self.tok, self.block, self.carry)
+        else:
+            blocks = encode_windows(self.batch, self.tok, self.block)
         self.batch, self.bases = [], 0
+        self._write(blocks)
+
+    def _write(self, blocks: np.ndarray) -> None:
         self.writer.write(blocks)
-        if self.counts is not None:
+        if self.counts is not None and len(blocks):
             self.counts += np.bincount(blocks.ravel(), minlength=len(self.counts))[: len(self.counts)]
+            self.counts[self.tok.pad_id] = 0  # padding is never a token of the data
 
     def close(self) -> None:
         self.flush()
+        if len(self.carry):  # the packed tail: the dataset's only padding
+            last = np.full((1, self.block), self.tok.pad_id, dtype=np.int32)
+            last[0, : len(self.carry)] = self.carry
+            self._write(last)
         self.writer.close()
 
 
@@ -122,8 +151,8 @@ def _write_splits(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int,
     plan = plan_split([i for i in infos if i.length], cfg.split, cfg.val_fraction, cfg.region_bp, seed)
     wbp = window_bp(cfg, tok, block)
     stats = (WindowStats(), WindowStats())
-    outs = (_SplitOut(tmp / "train.arrow", tok, block, count=True),
-            _SplitOut(tmp / "val.arrow", tok, block, count=False))
+    outs = (_SplitOut(tmp / "train.arrow", tok, block, count=True, pack=cfg.pack),
+            _SplitOut(tmp / "val.arrow", tok, block, count=False, pack=cfg.pack))
     for is_val, w in stream_windows(pieces, plan, wbp, cfg.stride_bp or wbp, cfg.max_n_fraction,
                                     reverse_complement=(cfg.reverse_complement, False), stats=stats):
         outs[is_val].add(w)

@@ -1,6 +1,6 @@
 """Pretraining throughput: biofm's training step against the standard Hugging Face recipe.
 
-    python bench/pretrain.py [--shape tiny|small|both] [--steps 12] [--batch 8] [--json]
+    python bench/pretrain.py [--shape tiny|small|both] [--steps 16] [--batch 8] [--archs esm bert modernbert] [--json]
 
 Both sides train the *same* transformers class and shape (ModernBERT, the `tiny` preset and the
 4-layer, hidden 256, 8-head, FFN 1024 `small` preset), built from the same config with the same
@@ -77,9 +77,9 @@ def pack(seqs: list[np.ndarray], block: int) -> np.ndarray:
     return flat[: n * block].reshape(n, block)
 
 
-def make_model(shape: str, tok: KmerTokenizer):
+def make_model(shape: str, tok: KmerTokenizer, arch: str | None = None):
     cfg = build_config(shape, vocab_size=tok.vocab_size, pad_id=tok.pad_id, mask_id=tok.mask_id,
-                       cls_id=tok.cls_id, eos_id=tok.eos_id, max_len=BLOCK)
+                       cls_id=tok.cls_id, eos_id=tok.eos_id, max_len=BLOCK, arch=arch)
     return build_model(cfg, seed=0)
 
 
@@ -118,13 +118,14 @@ def run_hf(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int, s
     return rate(np.asarray(useful[warmup: warmup + steps], dtype=np.float64), durations)
 
 
-def run_biofm(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int, steps: int, warmup: int) -> float:
+def run_biofm(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int, steps: int, warmup: int,
+              arch: str | None = None) -> float:
     blocks = pack(seqs, BLOCK)
     special = np.asarray(sorted(tok.special_ids))
     real = np.setdiff1d(np.arange(tok.vocab_size), special)
     mask = MaskSpec(mask_id=tok.mask_id, special_ids=tuple(int(i) for i in special), random_ids=real, prob=0.15)
     logp = np.zeros(tok.vocab_size)
-    objective = MaskedLMObjective(make_model(shape, tok), mask, tok.pad_id, logp)
+    objective = MaskedLMObjective(make_model(shape, tok, arch), mask, tok.pad_id, logp)
     cfg = TrainConfig(steps=steps + warmup, global_batch_tokens=batch * BLOCK, micro_batch_size=batch, lr=1e-4,
                       schedule="constant", warmup_steps=0, log_every=10**6, eval_every=10**6,
                       checkpoint_every=10**6)
@@ -154,6 +155,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--k", type=int, default=6)
+    ap.add_argument("--archs", nargs="*", default=[], metavar="ARCH",
+                    help="also time biofm's step on the same shape in other transformers classes (esm, bert, "
+                         "modernbert), fixed 512-token blocks: the architecture's own cost, reported apart")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -177,8 +181,14 @@ def main() -> None:
             print(f"[{shape}] {name:8s}: Hugging Face Trainer {hf:8,.0f} useful tokens/s   biofm {ours:8,.0f}   "
                   f"ratio {ours / hf:.2f}x", flush=True)
         results[shape] = r
+    arch_rates: dict[str, float] = {}
+    for arch in args.archs:
+        shape = "small" if "small" in shapes else shapes[0]
+        arch_rates[arch] = run_biofm(shape, tok, fixed, args.batch, args.steps, args.warmup, arch)
+        print(f"[{shape}] architecture {arch:10s}: biofm {arch_rates[arch]:8,.0f} tokens/s (fixed 512)", flush=True)
     head = results["small"] if "small" in results else results[shapes[0]]
     summary = {"fixed_ratio": head["fixed_ratio"], "variable_ratio": head["variable_ratio"], "shapes": results,
+               "architectures_tokens_per_s": arch_rates,
                "batch": args.batch, "block": BLOCK, "k": args.k, "steps": args.steps,
                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}

@@ -1,6 +1,6 @@
 """Pretraining throughput: biofm's training step against the standard Hugging Face recipe.
 
-    python bench/pretrain.py [--shape tiny|small|both] [--steps 16] [--batch 8] [--archs esm bert modernbert] [--json]
+    python bench/pretrain.py [--shape tiny|small|both] [--rounds 3] [--ceiling] [--archs esm bert modernbert] [--json]
 
 Both sides train the *same* transformers class and shape (ModernBERT, the `tiny` preset and the
 4-layer, hidden 256, 8-head, FFN 1024 `small` preset), built from the same config with the same
@@ -144,6 +144,28 @@ def run_biofm(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int
         return rate(np.asarray(tokens, dtype=np.float64), np.asarray(durations))
 
 
+def run_encoder_only(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int, steps: int,
+                     warmup: int) -> float:
+    """The bare encoder: forward, a trivial loss on 15% of the hidden states, backward, fused AdamW.
+    No head, no masking, no data pipeline: the most any training pipeline can reach on this model."""
+    model = make_model(shape, tok)
+    encoder = model.base_model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
+    x = torch.from_numpy(pack(seqs, BLOCK)[:batch]).long()
+    picked = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.15
+    tokens, durations = [], []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        loss = encoder(input_ids=x).last_hidden_state[picked].pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= warmup:
+            tokens.append(x.numel())
+            durations.append(time.perf_counter() - t0)
+    return rate(np.asarray(tokens, dtype=np.float64), np.asarray(durations))
+
+
 def rate(tokens: np.ndarray, seconds: np.ndarray) -> float:
     """Useful tokens/s from per-step figures: the median of the per-step rates. On a shared 2-core
     machine single steps stall now and then; the median ignores those, the same way on both sides."""
@@ -161,6 +183,9 @@ def main() -> None:
     ap.add_argument("--archs", nargs="*", default=[], metavar="ARCH",
                     help="also time biofm's step on the same shape in other transformers classes (esm, bert, "
                          "modernbert), fixed 512-token blocks: the architecture's own cost, reported apart")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also time the bare encoder (fixed 512, in the same rounds as both sides): the ceiling "
+                         "of any pipeline on this model")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -179,14 +204,23 @@ def main() -> None:
         for name, seqs in (("fixed", fixed), ("variable", variable)):
             # alternate the sides in rounds: a slow spell of a shared machine then hits both, and the
             # median of the per-round ratios is reported
-            rounds = [(run_hf(shape, tok, seqs, args.batch, args.steps, args.warmup),
-                       run_biofm(shape, tok, seqs, args.batch, args.steps, args.warmup)) for _ in range(args.rounds)]
+            rounds, bare = [], []
+            for _ in range(args.rounds):
+                rounds.append((run_hf(shape, tok, seqs, args.batch, args.steps, args.warmup),
+                               run_biofm(shape, tok, seqs, args.batch, args.steps, args.warmup)))
+                if args.ceiling and name == "fixed":
+                    bare.append(run_encoder_only(shape, tok, seqs, args.batch, args.steps, args.warmup))
             hf = float(np.median([h for h, _ in rounds]))
             ours = float(np.median([b for _, b in rounds]))
             ratio = float(np.median([b / h for h, b in rounds]))
             r[f"{name}_hf_tokens_per_s"], r[f"{name}_biofm_tokens_per_s"] = hf, ours
             r[f"{name}_ratio"] = ratio
             r[f"{name}_round_ratios"] = [b / h for h, b in rounds]
+            if bare:
+                r["encoder_only_tokens_per_s"] = float(np.median(bare))
+                r["ceiling_ratio"] = float(np.median([e / h for e, (h, _) in zip(bare, rounds, strict=True)]))
+                print(f"[{shape}] bare encoder (no head, loss or data pipeline): {r['encoder_only_tokens_per_s']:,.0f} "
+                      f"tokens/s; ceiling ratio vs Hugging Face {r['ceiling_ratio']:.2f}x", flush=True)
             print(f"[{shape}] {name:8s}: Hugging Face Trainer {hf:8,.0f} useful tokens/s   biofm {ours:8,.0f}   "
                   f"ratio {ratio:.2f}x (rounds: {', '.join(f'{b / h:.2f}' for h, b in rounds)})", flush=True)
         results[shape] = r

@@ -121,7 +121,7 @@ def run_hf(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int, s
 
 
 def run_biofm(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int, steps: int, warmup: int,
-              arch: str | None = None) -> float:
+              arch: str | None = None, sparse_top: bool = True) -> float:
     blocks = pack(seqs, BLOCK)
     special = np.asarray(sorted(tok.special_ids))
     real = np.setdiff1d(np.arange(tok.vocab_size), special)
@@ -130,7 +130,7 @@ def run_biofm(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int
     objective = MaskedLMObjective(make_model(shape, tok, arch), mask, tok.pad_id, logp)
     cfg = TrainConfig(steps=steps + warmup, global_batch_tokens=batch * BLOCK, micro_batch_size=batch, lr=1e-4,
                       schedule="constant", warmup_steps=0, log_every=10**6, eval_every=10**6,
-                      checkpoint_every=10**6)
+                      checkpoint_every=10**6, sparse_top=sparse_top)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(objective, cfg, TrainData(train=blocks, eval=blocks[:1], seq_len=BLOCK), out,
                           progress=False)
@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--ceiling", action="store_true",
                     help="also time the bare encoder (fixed 512, in the same rounds as both sides): the ceiling "
                          "of any pipeline on this model")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also time biofm with the full last layer (train.sparse_top=false) in the same rounds")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -204,18 +206,27 @@ def main() -> None:
         for name, seqs in (("fixed", fixed), ("variable", variable)):
             # alternate the sides in rounds: a slow spell of a shared machine then hits both, and the
             # median of the per-round ratios is reported
-            rounds, bare = [], []
+            rounds, bare, dense_top = [], [], []
             for _ in range(args.rounds):
                 rounds.append((run_hf(shape, tok, seqs, args.batch, args.steps, args.warmup),
                                run_biofm(shape, tok, seqs, args.batch, args.steps, args.warmup)))
                 if args.ceiling and name == "fixed":
                     bare.append(run_encoder_only(shape, tok, seqs, args.batch, args.steps, args.warmup))
+                if args.ablation:
+                    dense_top.append(run_biofm(shape, tok, seqs, args.batch, args.steps, args.warmup,
+                                               sparse_top=False))
             hf = float(np.median([h for h, _ in rounds]))
             ours = float(np.median([b for _, b in rounds]))
             ratio = float(np.median([b / h for h, b in rounds]))
             r[f"{name}_hf_tokens_per_s"], r[f"{name}_biofm_tokens_per_s"] = hf, ours
             r[f"{name}_ratio"] = ratio
             r[f"{name}_round_ratios"] = [b / h for h, b in rounds]
+            if dense_top:
+                r[f"{name}_biofm_full_last_layer_tokens_per_s"] = float(np.median(dense_top))
+                r[f"{name}_full_last_layer_ratio"] = float(
+                    np.median([d / h for d, (h, _) in zip(dense_top, rounds, strict=True)]))
+                print(f"[{shape}] {name:8s}: biofm with the full last layer {np.median(dense_top):8,.0f} tokens/s; "
+                      f"ratio {r[f'{name}_full_last_layer_ratio']:.2f}x", flush=True)
             if bare:
                 r["encoder_only_tokens_per_s"] = float(np.median(bare))
                 r["ceiling_ratio"] = float(np.median([e / h for e, (h, _) in zip(bare, rounds, strict=True)]))

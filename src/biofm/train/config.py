@@ -31,4 +31,8 @@ class TrainConfig(Schema):
     keep_checkpoints: PositiveInt = 2
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     compile: bool = False
+    sparse_top: bool = Field(
+        True, description="masked LM: compute the last encoder layer only at masked positions (exact; "
+        "full layer under FSDP/ZeRO-3 and for architectures without support)"
+    )
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")

@@ -131,6 +131,8 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
         except (RuntimeError, TypeError):
             self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        if hasattr(objective, "sparse_top"):  # sharded layers must be called whole, so they gather their weights
+            objective.sparse_top = cfg.sparse_top and not _shards_layers(self.acc)
         if cfg.compile:
             objective = torch.compile(objective)
         self.objective, self.optimizer = self.acc.prepare(objective, self.optimizer)
@@ -423,6 +425,16 @@ class Trainer:
                 if name != "uniform":
                     out[f"baseline_{name}_bits_per_{u}"] = ev.per_unit_bits(ev.baselines[name])
         return out
+
+
+def _shards_layers(acc: Accelerator) -> bool:
+    """FSDP, or DeepSpeed ZeRO-3: a layer's weights exist whole only inside that layer's own forward."""
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = acc.state.deepspeed_plugin if acc.distributed_type == DistributedType.DEEPSPEED else None
+    return plugin is not None and plugin.zero_stage == 3
 
 
 def _flops_per_token(model: PreTrainedModel, seq_len: int) -> float:

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from biofm.models.mlm import split_mlm
+from biofm.models.sparse_top import hidden_at_targets, target_index
 from biofm.train.masking import MaskSpec, mask_batch
 
 
@@ -79,10 +80,15 @@ def _allowed(vocab_size: int, target_ids: np.ndarray | torch.Tensor | None) -> t
 
 
 class MaskedLMObjective(Objective):
-    """BERT masked-LM: cross-entropy at the selected positions, logits computed only there."""
+    """BERT masked-LM: cross-entropy at the selected positions, logits computed only there.
+
+    With `sparse_top` (the trainer turns it off under engines that shard layers) the last encoder
+    layer is computed only at the selected positions as well: see biofm.models.sparse_top.
+    """
 
     main = "mlm"
     reference = "unigram"
+    sparse_top: bool = True
 
     def __init__(self, model: PreTrainedModel, mask: MaskSpec, pad_id: int, unigram_logp: np.ndarray,
                  token_units: np.ndarray | None = None, unit_name: str | None = None):
@@ -99,15 +105,17 @@ class MaskedLMObjective(Objective):
     def collate(self, rows: np.ndarray, keys: np.ndarray, *, honest: bool, seed: int) -> Batch:
         ids = np.asarray(rows)
         inputs, selected = mask_batch(ids, keys, seed, self.mask, honest=honest)
-        sel = torch.from_numpy(selected)
+        index = target_index(selected)
         attention = torch.from_numpy(ids != self.pad_id)
         tensors = {
             "input_ids": torch.from_numpy(inputs.astype(np.int64)),
             "attention_mask": attention,
-            "selected": sel,
-            "targets": torch.from_numpy(ids.astype(np.int64))[sel],
+            "target_flat": index["flat"],
+            "target_query": index["query"],
+            "target_slot": index["slot"],
+            "targets": torch.from_numpy(ids[selected].astype(np.int64)),
         }
-        return Batch(tensors, {"mlm": int(sel.sum())}, int(attention.sum()))
+        return Batch(tensors, {"mlm": len(index["flat"])}, int(attention.sum()))
 
     def constant_baselines(self) -> dict[str, float]:
         return {"uniform": math.log(self.n_real)}
@@ -116,13 +124,16 @@ class MaskedLMObjective(Objective):
         self,
         input_ids: torch.Tensor,  # [B, L] masked inputs
         attention_mask: torch.Tensor,  # [B, L]
-        selected: torch.Tensor,  # [B, L] bool, positions to predict
-        targets: torch.Tensor,  # [n_selected] original token ids at those positions
+        target_flat: torch.Tensor,  # [n] b * L + position of each position to predict (row-major)
+        target_query: torch.Tensor,  # [B, Q] those positions per row, padded
+        target_slot: torch.Tensor,  # [n] b * Q + rank within the row
+        targets: torch.Tensor,  # [n] original token ids at those positions
         per_token: bool = False,
     ) -> dict[str, torch.Tensor]:
         encoder, head = split_mlm(self.model)
-        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
-        logits = head(hidden[selected]).float()  # [n_selected, V]: logits only where needed
+        index = {"flat": target_flat, "query": target_query, "slot": target_slot}
+        hidden = hidden_at_targets(self.model, encoder, input_ids, attention_mask, index, self.sparse_top)  # [n, H]
+        logits = head(hidden).float()  # [n, V]: logits only where needed
         logits = logits.masked_fill(~self.allowed, float("-inf"))
         nll = F.cross_entropy(logits, targets, reduction="none")  # [n_selected]
         if not per_token:

@@ -130,3 +130,53 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(TrainingDiverged, match="step 5"):
         t.fit()
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-3"]
+
+
+def test_sparse_last_layer_trains_like_the_full_layer(tmp_path):
+    sparse = _trainer(tmp_path / "sparse", sparse_top=True)
+    full = _trainer(tmp_path / "full", sparse_top=False)
+    assert sparse.unwrapped.sparse_top and not full.unwrapped.sparse_top
+    sparse.fit()
+    full.fit()
+    a, b = _rows(tmp_path / "sparse"), _rows(tmp_path / "full")
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-4)
+    evals = [[r["eval_loss"] for r in rows if "eval_loss" in r] for rows in (a, b)]
+    assert evals[0] and evals[0] == pytest.approx(evals[1], rel=1e-5)
+
+
+def test_engines_that_shard_layers_get_the_full_last_layer():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from biofm.train.loop import _shards_layers
+
+    def acc(kind, stage=None):
+        return SimpleNamespace(distributed_type=kind,
+                               state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage)))
+
+    assert _shards_layers(acc(DistributedType.FSDP))
+    assert _shards_layers(acc(DistributedType.DEEPSPEED, 3))
+    assert not _shards_layers(acc(DistributedType.DEEPSPEED, 2))
+    assert not _shards_layers(acc(DistributedType.MULTI_GPU))
+    assert not _shards_layers(acc(DistributedType.NO))
+
+
+@pytest.mark.parametrize("arch", ["modernbert", "esm", "bert", "gpt2", "llama"])
+def test_flops_per_token_is_what_a_full_training_pass_counts(arch):
+    """The standard 6N + attention count equals torch's FLOP counter on a full forward + backward
+    (every position through the model and head, eager attention so its matmuls are counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from biofm.models.presets import is_causal
+    from biofm.train.loop import _flops_per_token
+
+    cfg = build_config(Preset("t", arch, layers=2, hidden=64, heads=4, ffn=128, max_len=64), vocab_size=40,
+                       pad_id=1, mask_id=2, cls_id=3, eos_id=4)
+    auto = AutoModelForCausalLM if is_causal(cfg) else AutoModelForMaskedLM
+    model = auto.from_config(cfg, attn_implementation="eager")
+    ids = torch.randint(5, 40, (2, 64))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=ids).logits.sum().backward()
+    assert _flops_per_token(model, 64) == pytest.approx(counter.get_total_flops() / ids.numel(), rel=1e-3)

@@ -438,9 +438,17 @@ def _shards_layers(acc: Accelerator) -> bool:
 
 
 def _flops_per_token(model: PreTrainedModel, seq_len: int) -> float:
-    """Training FLOPs per token position: 6N (non-embedding weights) + 12·layers·hidden·seq_len (attention)."""
+    """Training FLOPs per token position, the standard count: 6N + 12·layers·hidden·seq_len (attention).
+
+    N is the matmul weights (every Linear/Conv1D, so a head tied to the input embedding counts once
+    and embedding lookups, token or position, do not). It counts every position through the whole
+    model; biofm's masked LM computes the head, and with `sparse_top` the last layer, only at the
+    masked positions, so that work is credited to the MFU without being done, as in BERT's own code.
+    """
+    from transformers.pytorch_utils import Conv1D
+
     cfg = model.config
-    n = sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Linear, Conv1D)))
     return 6.0 * n + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
 
 

@@ -11,6 +11,9 @@ from biofm.models.sparse_top import hidden_at_targets, supports, target_index
 VOCAB = 40
 
 
+ARCHS = ["modernbert", "bert", "esm"]
+
+
 def _model(arch="modernbert", layers=3, **overrides):
     preset = Preset("t", arch, layers=layers, hidden=32, heads=4, ffn=48, max_len=64)
     cfg = build_config(preset, vocab_size=VOCAB, pad_id=1, mask_id=2, cls_id=3, eos_id=4, overrides=overrides)
@@ -55,8 +58,9 @@ def test_target_index_numbers_targets_in_row_major_order():
 
 @pytest.mark.parametrize("padded", [True, False])
 @pytest.mark.parametrize("layers", [1, 3])
-def test_modernbert_matches_the_stock_forward_and_gradients(padded, layers):
-    model = _model(layers=layers)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_matches_the_stock_forward_and_gradients(arch, padded, layers):
+    model = _model(arch, layers=layers)
     assert supports(model)
     ids, attention, selected = _batch(padded)
     encoder, _ = split_mlm(model)
@@ -76,8 +80,9 @@ def test_no_targets_gives_an_empty_result():
     assert got.shape == (0, 32)
 
 
-def test_under_bf16_autocast_it_stays_close_to_the_stock_forward():
-    model = _model()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_under_bf16_autocast_it_stays_close_to_the_stock_forward(arch):
+    model = _model(arch)
     ids, attention, selected = _batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref = _stock(model, ids, attention, selected)
@@ -86,8 +91,9 @@ def test_under_bf16_autocast_it_stays_close_to_the_stock_forward():
 
 
 @pytest.mark.parametrize("arch", ["esm", "bert"])
-def test_other_architectures_take_the_full_forward(arch):
-    model = _model(arch)
+def test_other_variants_take_the_full_forward(arch):
+    overrides = {"position_embedding_type": "rotary"} if arch == "esm" else {"is_decoder": True}
+    model = _model(arch, **overrides)
     assert not supports(model)
     ids, attention, selected = _batch()
     got = hidden_at_targets(model, split_mlm(model)[0], ids, attention, target_index(selected), sparse=True)

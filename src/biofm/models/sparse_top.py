@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
-SUPPORTED = ("modernbert",)
+SUPPORTED = ("modernbert", "bert", "esm")
 
 
 def target_index(selected: np.ndarray) -> dict[str, torch.Tensor]:
@@ -52,9 +52,12 @@ def target_index(selected: np.ndarray) -> dict[str, torch.Tensor]:
 
 def supports(model: PreTrainedModel) -> bool:
     cfg = model.config
-    if cfg.model_type not in SUPPORTED:
-        return False
-    return list(cfg.layer_types)[-1] == "full_attention"
+    if cfg.model_type == "modernbert":
+        return list(cfg.layer_types)[-1] == "full_attention"
+    if cfg.model_type in ("bert", "esm"):
+        return (not cfg.is_decoder and not cfg.add_cross_attention
+                and getattr(cfg, "position_embedding_type", "absolute") == "absolute")
+    return False
 
 
 def hidden_at_targets(
@@ -67,9 +70,26 @@ def hidden_at_targets(
 ) -> torch.Tensor:
     """The encoder's last hidden state at the targets, [n, H], computed sparsely where supported."""
     if sparse and supports(model):
-        return _modernbert(encoder, input_ids, attention_mask, index)
+        if model.config.model_type == "modernbert":
+            return _modernbert(encoder, input_ids, attention_mask, index)
+        return _bert_or_esm(encoder, input_ids, attention_mask, index, esm=model.config.model_type == "esm")
     hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
     return hidden.flatten(0, 1).index_select(0, index["flat"])
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, T, H] -> [B, heads, T, H / heads]"""
+    return x.view(*x.shape[:2], heads, -1).transpose(1, 2)
+
+
+def _gather_rows(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """x [B, L, H] at positions [B, Q] -> [B, Q, H]"""
+    return x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A bidirectional [B, 1, L, L] mask repeats one key mask per row; keep one row, [B, 1, 1, L]."""
+    return None if mask is None else mask[:, :, :1, :]
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -108,17 +128,13 @@ def _modernbert(base: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
     key, value = kv.view(batch, length, 2, heads, head_dim).transpose(1, 3).unbind(dim=2)  # [B, nh, L, d]
     query_pos = index["query"]  # [B, Q]
     n_query = query_pos.shape[1]
-    xq = x.gather(1, query_pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # [B, Q, H]
-    query = F.linear(xq, weight[:width], None if bias is None else bias[:width])
-    query = query.view(batch, n_query, heads, head_dim).transpose(1, 2)  # [B, nh, Q, d]
+    query = _heads(F.linear(_gather_rows(x, query_pos), weight[:width], None if bias is None else bias[:width]),
+                   heads)  # [B, nh, Q, d]
     cos, sin = rope["full_attention"]  # [1, L, d]
     key = _rotate(key, cos.unsqueeze(1), sin.unsqueeze(1))
     query = _rotate(query, cos[0][query_pos].unsqueeze(1), sin[0][query_pos].unsqueeze(1))
-    key_mask = masks["full_attention"]  # None, or [B, 1, L, L] whose rows are all the same key mask
-    if key_mask is not None:
-        key_mask = key_mask[:, :, :1, :]
     out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=key_mask, scale=head_dim**-0.5,
+        query, key, value, attn_mask=_key_mask(masks["full_attention"]), scale=head_dim**-0.5,
         dropout_p=attn.attention_dropout if attn.training else 0.0,
     )  # [B, nh, Q, d]
     out = out.transpose(1, 2).reshape(batch * n_query, width).index_select(0, index["slot"])  # [n, H]
@@ -126,3 +142,44 @@ def _modernbert(base: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
     hidden = residual + attn.out_drop(attn.Wo(out))
     hidden = hidden + last.mlp(last.mlp_norm(hidden))
     return base.final_norm(hidden)  # [n, H]
+
+
+def _bert_or_esm(base: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 index: dict[str, torch.Tensor], esm: bool) -> torch.Tensor:
+    """BertModel / EsmModel (absolute positions, encoder only) with the last layer at the targets only.
+
+    The two differ in where the layer norms sit: BERT normalises after each residual sum, ESM before
+    each sub-block and once more after the last layer; ESM also scales queries instead of scores."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    cfg = base.config
+    batch = input_ids.shape[0]
+    if esm:  # ESM's embedding needs the mask (token dropout)
+        hidden = base.embeddings(input_ids=input_ids, attention_mask=attention_mask)
+    else:
+        hidden = base.embeddings(input_ids=input_ids)  # [B, L, H]
+    mask = create_bidirectional_mask(config=cfg, inputs_embeds=hidden, attention_mask=attention_mask)
+    *body, last = base.encoder.layer
+    for layer in body:
+        hidden = layer(hidden, attention_mask=mask)
+
+    attn = last.attention.self
+    heads = attn.num_attention_heads
+    x = last.attention.LayerNorm(hidden) if esm else hidden  # [B, L, H]
+    key, value = _heads(attn.key(x), heads), _heads(attn.value(x), heads)  # [B, nh, L, d]
+    query = _heads(attn.query(_gather_rows(x, index["query"])), heads)  # [B, nh, Q, d]
+    if esm:
+        query, scale, dropout = query * attn.attention_head_size**-0.5, 1.0, attn.dropout
+    else:
+        scale, dropout = attn.scaling, attn.dropout.p
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=_key_mask(mask), scale=scale, dropout_p=dropout if attn.training else 0.0,
+    )  # [B, nh, Q, d]
+    out = out.transpose(1, 2).reshape(batch * query.shape[2], -1).index_select(0, index["slot"])  # [n, H]
+    residual = hidden.flatten(0, 1).index_select(0, index["flat"])  # [n, H]
+    hidden = last.attention.output(out, residual)  # BERT: LayerNorm(dense + residual); ESM: dense + residual
+    if not esm:
+        return last.output(last.intermediate(hidden), hidden)  # [n, H]
+    hidden = last.output(last.intermediate(last.LayerNorm(hidden)), hidden)
+    norm = base.encoder.emb_layer_norm_after
+    return norm(hidden) if norm is not None else hidden  # [n, H]

@@ -1,6 +1,7 @@
 """Pretraining throughput: biofm's training step against the standard Hugging Face recipe.
 
-    python bench/pretrain.py [--shape tiny|small|both] [--rounds 3] [--ceiling] [--archs esm bert modernbert] [--json]
+    python bench/pretrain.py [--shape tiny|small|both] [--rounds 3] [--ceiling] [--ablation]
+                             [--archs esm bert modernbert] [--json]
 
 Both sides train the *same* transformers class and shape (ModernBERT, the `tiny` preset and the
 4-layer, hidden 256, 8-head, FFN 1024 `small` preset), built from the same config with the same
@@ -11,7 +12,9 @@ process. The ratio therefore measures the pipeline, not a change of architecture
   padding to the longest sequence of each batch), `optim="adamw_torch"`, no evaluation or saving;
   the loss is computed over the full [B, L, V] logits as `*ForMaskedLM` does.
 * biofm: `biofm.train.loop.Trainer.train_step` on its memory-mapped block layout: sequences packed
-  end to end into full blocks (no padding tokens), logits only at masked positions, fused AdamW.
+  end to end into full blocks (no padding tokens), logits and the last encoder layer's queries,
+  attention and feed-forward only at masked positions (`train.sparse_top`; same model and result,
+  `--ablation` times it off), fused AdamW.
 
 Two inputs of real DNA (shipped E. coli genome, NT's 6-mer tokens):
 (a) fixed: 512-token windows; (b) variable: sequences of 64–512 tokens (uniform lengths).
@@ -147,7 +150,8 @@ def run_biofm(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int
 def run_encoder_only(shape: str, tok: KmerTokenizer, seqs: list[np.ndarray], batch: int, steps: int,
                      warmup: int) -> float:
     """The bare encoder: forward, a trivial loss on 15% of the hidden states, backward, fused AdamW.
-    No head, no masking, no data pipeline: the most any training pipeline can reach on this model."""
+    No head, no masking, no data pipeline: the most a pipeline that runs every layer at every
+    position can reach on this model."""
     model = make_model(shape, tok)
     encoder = model.base_model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
@@ -184,8 +188,9 @@ def main() -> None:
                     help="also time biofm's step on the same shape in other transformers classes (esm, bert, "
                          "modernbert), fixed 512-token blocks: the architecture's own cost, reported apart")
     ap.add_argument("--ceiling", action="store_true",
-                    help="also time the bare encoder (fixed 512, in the same rounds as both sides): the ceiling "
-                         "of any pipeline on this model")
+                    help="also time the bare encoder (fixed 512, in the same rounds as both sides): full forward "
+                         "and backward, no head, loss or data pipeline; the ceiling of any pipeline that runs "
+                         "the whole encoder at every position")
     ap.add_argument("--ablation", action="store_true",
                     help="also time biofm with the full last layer (train.sparse_top=false) in the same rounds")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")

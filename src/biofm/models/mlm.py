@@ -37,10 +37,13 @@ def encoder_of(model: PreTrainedModel) -> nn.Module:
 def masked_logits(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor
 ) -> torch.Tensor:
-    """Logits [n_selected, V] at the positions where `selected` [B, L] is True."""
+    """Logits [n_selected, V] at the positions where `selected` [B, L] is True (row-major order),
+    computed as training computes them: the last layer only at those positions where supported."""
+    from biofm.models.sparse_top import hidden_at_targets, target_index
+
     encoder, head = split_mlm(model)
-    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
-    return head(hidden[selected])  # [n_selected, V]
+    index = {k: v.to(input_ids.device) for k, v in target_index(selected.cpu().numpy()).items()}
+    return head(hidden_at_targets(model, encoder, input_ids, attention_mask.bool(), index, sparse=True))
 
 
 @torch.no_grad()

@@ -93,7 +93,9 @@ def test_padding_columns_are_cut_and_masks_do_not_depend_on_the_batch():
     alone = obj.collate({k: v[:1] for k, v in rows.items()}, np.array([10]), honest=False, seed=4).tensors
     assert alone["input_ids"].shape == (1, 5)
     assert torch.equal(alone["token_type_ids"][0], both["token_type_ids"][0, :5])
-    assert torch.equal(alone["selected"][0], both["selected"][0, :5])
+    k = len(alone["target_flat"])
+    assert torch.equal(alone["target_query"][0, :k], both["target_query"][0, :k])
+    assert k == int((both["target_flat"] < both["input_ids"].shape[1]).sum())  # row 0's targets
 
 
 def test_contrastive_views_are_disjoint_halves_and_packing_them_changes_nothing():
@@ -118,3 +120,21 @@ def test_contrastive_views_are_disjoint_halves_and_packing_them_changes_nothing(
         spread_ids[:, ::2], spread_types[:, ::2] = ids, types
         spread = obj._contrastive(spread_ids, spread_types)
     assert torch.allclose(packed, spread, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["value_ce", "value_nb", "gene_id"])
+def test_last_layer_at_hidden_values_only_gives_the_full_models_loss_and_gradients(name):
+    obj = _objective(name, gene_prior=True).eval()  # no dropout: its masks would differ in shape
+    tensors = _batch(obj)
+    results = []
+    for sparse in (True, False):
+        obj.sparse_top = sparse
+        obj.zero_grad()
+        loss = obj(**tensors)[name]
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in obj.parameters() if p.grad is not None]))
+    (a, grads_a), (b, grads_b) = results
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert len(grads_a) == len(grads_b)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-5)

@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from biofm.models.sparse_top import hidden_at_targets, target_index
 from biofm.train.masking import MaskSpec, mask_batch
 from biofm.train.objectives import Batch, Objective
 
@@ -95,6 +96,8 @@ def _zero_last(head: nn.Sequential) -> nn.Sequential:
 
 
 class CellObjective(Objective):
+    sparse_top: bool = True  # the main pass needs the last layer only at hidden values (see models.sparse_top)
+
     def __init__(self, model: PreTrainedModel, *, mode: str, weights: dict[str, float], n_bins: int,
                  mask_prob: float, stats: dict[str, np.ndarray], gene_ids: np.ndarray, special_ids: tuple[int, ...],
                  mask_id: int, pad_id: int, temperature: float = 0.1, projection_dim: int = 128,
@@ -216,7 +219,8 @@ class CellObjective(Objective):
             tensors["input_ids"] = cut(genes)
             tensors["token_type_ids"] = cut(inputs_types)
         sel_t = cut(selected)
-        tensors["selected"] = sel_t
+        index = target_index(sel_t.numpy())
+        tensors.update(target_flat=index["flat"], target_query=index["query"], target_slot=index["slot"])
         tensors["target_genes"] = cut(genes)[sel_t]
         tensors["target_bins"] = cut(values)[sel_t].clamp_min(0)
         tensors["target_counts"] = cut(counts)[sel_t]
@@ -272,7 +276,9 @@ class CellObjective(Objective):
         self,
         input_ids: torch.Tensor,  # [B, L] gene ids (masked in rank-value mode)
         attention_mask: torch.Tensor,  # [B, L]
-        selected: torch.Tensor,  # [B, L] positions to predict
+        target_flat: torch.Tensor,  # [n] b * L + position of each position to predict (row-major)
+        target_query: torch.Tensor,  # [B, Q] those positions per row, padded
+        target_slot: torch.Tensor,  # [n] b * Q + rank within the row
         target_genes: torch.Tensor,  # [n] gene id at each selected position
         target_bins: torch.Tensor,  # [n] value bin
         target_counts: torch.Tensor,  # [n] raw count
@@ -281,10 +287,9 @@ class CellObjective(Objective):
         view_types: torch.Tensor | None = None,  # [2B, Lv] their value tokens, nothing hidden
         per_token: bool = False,
     ) -> dict[str, torch.Tensor]:
-        bert = self.model.bert
-        kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = bert(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state  # [B, L, H]
-        h = hidden[selected]  # [n, H]
+        index = {"flat": target_flat, "query": target_query, "slot": target_slot}
+        h = hidden_at_targets(self.model, self.model.bert, input_ids, attention_mask, index, self.sparse_top,
+                              token_type_ids=token_type_ids)  # [n, H]; contrastive views get their own pass
         losses: dict[str, torch.Tensor] = {}
         wanted = [self.main] if per_token else list(self.components)
         for name in wanted:

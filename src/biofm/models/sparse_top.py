@@ -67,13 +67,15 @@ def hidden_at_targets(
     attention_mask: torch.Tensor,  # [B, L] bool
     index: dict[str, torch.Tensor],  # from target_index
     sparse: bool,
+    token_type_ids: torch.Tensor | None = None,  # [B, L], BERT only (cells carry the value bin there)
 ) -> torch.Tensor:
     """The encoder's last hidden state at the targets, [n, H], computed sparsely where supported."""
+    kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
     if sparse and supports(model):
         if model.config.model_type == "modernbert":
             return _modernbert(encoder, input_ids, attention_mask, index)
-        return _bert_or_esm(encoder, input_ids, attention_mask, index, esm=model.config.model_type == "esm")
-    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
+        return _bert_or_esm(encoder, input_ids, attention_mask, index, esm=model.config.model_type == "esm", **kw)
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state  # [B, L, H]
     return hidden.flatten(0, 1).index_select(0, index["flat"])
 
 
@@ -145,7 +147,8 @@ def _modernbert(base: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
 
 
 def _bert_or_esm(base: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 index: dict[str, torch.Tensor], esm: bool) -> torch.Tensor:
+                 index: dict[str, torch.Tensor], esm: bool,
+                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
     """BertModel / EsmModel (absolute positions, encoder only) with the last layer at the targets only.
 
     The two differ in where the layer norms sit: BERT normalises after each residual sum, ESM before
@@ -157,7 +160,7 @@ def _bert_or_esm(base: nn.Module, input_ids: torch.Tensor, attention_mask: torch
     if esm:  # ESM's embedding needs the mask (token dropout)
         hidden = base.embeddings(input_ids=input_ids, attention_mask=attention_mask)
     else:
-        hidden = base.embeddings(input_ids=input_ids)  # [B, L, H]
+        hidden = base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # [B, L, H]
     mask = create_bidirectional_mask(config=cfg, inputs_embeds=hidden, attention_mask=attention_mask)
     *body, last = base.encoder.layer
     for layer in body:

@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.biofm-installed
+# Datasets come from their public sources (biofm data list); a mirror folder beside the checkout, when
+# there is one, serves them offline. A mirror set by the caller wins.
+MIRROR := $(abspath ../shared/data)
+ifneq ($(wildcard $(MIRROR)),)
+export BIOFM_DATA_MIRROR ?= $(MIRROR)
+endif
 
 .PHONY: demo test lint bench clean setup
 

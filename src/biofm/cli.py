@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 tokenizer_app = typer.Typer(help="Build and apply tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
+data_app = typer.Typer(help="Registered datasets: list, fetch (checksummed) and locate them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -163,7 +165,8 @@ def generate(
 def evaluate(
     config: Path | None = typer.Argument(None, help="optional YAML evaluation config"),
     model: str | None = typer.Option(None, "--model", help="model folder (RUN/model) or run folder"),
-    task: list[str] = typer.Option([], "--task", help="task YAML, or a shipped task: splice, promoter (repeatable)"),
+    task: list[str] = typer.Option([], "--task", help="task YAML, table, FILE.h5ad:LABEL, or a shipped task: "
+                                   "splice, promoter, pubmedqa, pbmc-celltypes (repeatable)"),
     out: Path | None = typer.Option(None, "--out", help="output folder (results.json, results.csv, report.html)"),
     folds: int | None = typer.Option(None, "--folds", help="cross-validation folds (default 10)"),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
@@ -272,6 +275,99 @@ def tokenizer_encode(
     console.print(" ".join(str(int(i)) for i in ids))
 
 
+@data_app.command("list")
+def data_list(as_json: bool = typer.Option(False, "--json", help="every field of every entry, as JSON")) -> None:
+    """Every registered dataset: modality, size, licence, and where it is now (mirror, cached, missing).
+
+    Example: BIOFM_DATA_MIRROR=../shared/data biofm data list
+    """
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from biofm.datasets import DATASETS, status
+
+    if as_json:
+        console.print_json(json.dumps([{**asdict(d), "status": status(d.name)} for d in DATASETS.values()]))
+        return
+    table = Table(show_lines=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("modality", no_wrap=True)
+    table.add_column("size", no_wrap=True, justify="right")
+    table.add_column("here", no_wrap=True)
+    table.add_column("source")
+    table.add_column("licence")
+    notes = []
+    for d in DATASETS.values():
+        size = f"{d.size / 1e6:,.2f} MB" if d.files else ""
+        if d.mirror_only:
+            notes.append(f"{d.name}: {d.mirror_only}")
+            source = f"mirror-only [{len(notes)}]"
+        else:
+            source = f"from {', '.join(d.derived_from)}" if d.derived_from else "download"
+        table.add_row(d.name, d.modality, size, status(d.name), source, d.licence.split(";")[0])
+    console.print(table)
+    for i, note in enumerate(notes, 1):
+        console.print(f"[{i}] {note}", markup=False, highlight=False)
+    console.print("`biofm data show NAME`: URLs, SHA-256, citation.  Mirror: $BIOFM_DATA_MIRROR or --mirror DIR.",
+                  markup=False, highlight=False)
+
+
+@data_app.command("show")
+def data_show(name: str = typer.Argument(..., help="dataset name (see `biofm data list`)")) -> None:
+    """One entry in full: files with URL, SHA-256 and size; licence; citation; conversion.  Example: biofm data show
+    ecoli-k12"""
+    from biofm.datasets import get, status
+
+    d = get(name)
+    console.print(f"[bold]{d.name}[/bold] ({d.modality}): {d.description}", highlight=False)
+    for key, value in (("origin", d.origin), ("licence", d.licence), ("citation", d.citation),
+                       ("reads as", d.reads), ("here", status(d.name))):
+        console.print(f"  {key}: {value}", highlight=False, markup=False)
+    if d.convert:
+        sources = ", ".join(d.derived_from) or "its files"
+        console.print(f"  conversion: biofm.datasets.convert.{d.convert} from {sources}"
+                      + (f", output SHA-256 {d.output_sha256}" if d.output_sha256 else ""), markup=False)
+    if d.mirror_only:
+        console.print(f"  mirror-only: {d.mirror_only}", markup=False)
+    for f in d.files:
+        console.print(f"  file {f.mirror_path}: {f.size:,} bytes, SHA-256 {f.sha256}\n    {f.url or '(no public URL)'}",
+                      markup=False, highlight=False)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    names: list[str] = typer.Argument(None, help="dataset names"),
+    all_: bool = typer.Option(False, "--all", help="every dataset that can be fetched (mirror-only ones from the "
+                                                   "mirror when it holds them)"),
+) -> None:
+    """Fetch datasets into the cache (checksummed), or check their mirror copies.  Example: biofm data fetch
+    ecoli-k12 uci-splice"""
+    from biofm.datasets import DATASETS, fetch, mirror_folder
+
+    if all_:
+        mirror = mirror_folder()
+        chosen = [d.name for d in DATASETS.values()
+                  if not d.mirror_only or (mirror and all((mirror / f.mirror_path).is_file() for f in d.files))]
+    else:
+        chosen = list(names or [])
+    if not chosen:
+        raise BiofmError("no dataset named: pass NAME ... or --all (see `biofm data list`)")
+    for name in chosen:
+        for path in fetch(name):
+            console.print(f"{name}: {path}", highlight=False, markup=False)
+
+
+@data_app.command("path")
+def data_path(name: str = typer.Argument(..., help="dataset name")) -> None:
+    """Print the local path of a dataset's file(s), fetching it first if needed.  Example: biofm data path
+    ecoli-k12"""
+    from biofm.datasets import fetch
+
+    for path in fetch(name):
+        console.print(str(path), highlight=False, markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     # No network at run time, ever; and no library progress bars beside biofm's own.
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
@@ -287,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("BIOFM_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     try:
+        args = _take_mirror(args)
         app(args=args, prog_name="biofm")
     except BiofmError as exc:
         if debug:
@@ -302,6 +399,24 @@ def main(argv: list[str] | None = None) -> None:
         name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         err_console.print(f"error: {name}{exc.strerror or exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def _take_mirror(args: list[str]) -> list[str]:
+    """`--mirror DIR` anywhere on the command line, for every verb: the dataset mirror folder (sets
+    BIOFM_DATA_MIRROR for this run)."""
+    from biofm.datasets import MIRROR_ENV, mirror_folder
+
+    out: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a == "--mirror" or a.startswith("--mirror="):
+            value = a.partition("=")[2] if "=" in a else next(it, "")
+            if not value:
+                raise BiofmError("--mirror needs a folder")
+            os.environ[MIRROR_ENV] = str(mirror_folder(value))
+        else:
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from biofm.cells.h5ad import CountReader
 from biofm.cells.tokenize import CellTokenizer, n_value_bins
 from biofm.cells.vocab import NORM_TOTAL, GeneVocab
 from biofm.data.blocks import ColumnView, ColumnWriter, cache_key, cache_root, file_fingerprint, open_columns
+from biofm.datasets import resolve_all
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
 
@@ -428,7 +429,9 @@ def _split(n_cells: list[int], keep: list[np.ndarray], val_fraction: float, seed
 
 def build_cell_dataset(data_cfg: CellDataConfig, tok_cfg: CellTokenizerConfig, seed: int, *,
                        vocab: GeneVocab | None = None) -> CellDataset:
-    """Tokenise into `<cache>/cells-<hash>/` unless an identical build is already there (module docstring)."""
+    """Tokenise into `<cache>/cells-<hash>/` unless an identical build is already there (module docstring).
+    `dataset:NAME` entries in `h5ad` are registered datasets, fetched or taken from the mirror."""
+    data_cfg = data_cfg.model_copy(update={"h5ad": resolve_all(data_cfg.h5ad)})
     _check_inputs(data_cfg.h5ad)
     if vocab is None and tok_cfg.vocab_path:
         vocab = GeneVocab.load(tok_cfg.vocab_path)

@@ -1,17 +1,15 @@
-"""Single-cell demo settings: a small cell model on shipped PBMCs, cell types against PCA/HVG baselines.
+"""Single-cell demo settings: a small cell model on 700 PBMCs, cell types against PCA/HVG baselines.
 
 Pretraining uses the 700 labelled PBMCs' counts without their labels (unsupervised, as scGPT and
 Geneformer evaluate on the cells they embed); the evaluation then predicts the 10 cell types from
-the frozen embeddings under 5-fold stratified CV (the rarest type has 8 cells), beside log-normalised
-HVG → PCA(50) and HVG logistic-regression baselines fitted per fold.
+the frozen embeddings (task `pbmc-celltypes`) under 5-fold stratified CV (the rarest type has 8
+cells), beside log-normalised HVG → PCA(50) and HVG logistic-regression baselines fitted per fold.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-from biofm.cells.h5ad import shipped_h5ad
 
 
 def pretrain_settings(out: Path) -> dict[str, Any]:
@@ -20,7 +18,7 @@ def pretrain_settings(out: Path) -> dict[str, Any]:
         "run_dir": str(out),
         "seed": 0,
         "modality": "cells",
-        "data": {"h5ad": [str(shipped_h5ad("pbmc700"))], "val_fraction": 0.1},
+        "data": {"h5ad": ["dataset:pbmc700"], "val_fraction": 0.1},
         "tokenizer": {"mode": "gene_value", "binning": "quantile", "n_bins": 11, "max_genes": 255,
                       "selection": "sample", "zero_fraction": 0.1},
         "objectives": {"value_ordinal": 1.0, "contrastive": 0.2},
@@ -36,7 +34,7 @@ def pretrain_settings(out: Path) -> dict[str, Any]:
 def eval_settings(run_dir: Path) -> dict[str, Any]:
     return {
         "model": str(run_dir / "model"),
-        "tasks": [f"{shipped_h5ad('pbmc700')}:bulk_labels"],
+        "tasks": ["pbmc-celltypes"],
         "out": str(run_dir / "eval"),
         "folds": 5,
         "probes": {"kinds": ["logreg"], "mlp_hidden": [64]},

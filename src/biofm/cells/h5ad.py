@@ -34,20 +34,10 @@ import scipy.sparse as sp
 
 from biofm.errors import BiofmError
 
-CELL_DATA = Path(__file__).resolve().parent.parent / "cell_data"
-SHIPPED = {"pbmc700": "pbmc68k_700cells_counts.h5ad", "mouse10k": "mouse_10k_raw_counts.h5ad"}
 _ENSEMBL_VERSION = r"^(ENS[A-Z]*G\d+)\.\d+$"
 _SAMPLE_VALUES = 1 << 18  # values looked at when checking whether another layer holds counts
 _DENSE_VALUES = 1 << 22  # values per read of a dense matrix: a chunk of a wide dense matrix stays small
 _SCAN_VALUES = 1 << 22  # stored entries per read while scanning a CSC matrix for one chunk's cells
-
-
-def shipped_h5ad(name: str) -> Path:
-    """Path of a data set shipped with biofm: "pbmc700" (700 PBMCs, 765 genes, obs.bulk_labels) or
-    "mouse10k" (10,000 unlabelled mouse cells, 1,000 genes, Ensembl ids in var.gene_ids)."""
-    if name not in SHIPPED:
-        raise BiofmError(f"no shipped cell data set {name!r}; known: {', '.join(SHIPPED)}")
-    return CELL_DATA / SHIPPED[name]
 
 
 @dataclass

@@ -32,8 +32,9 @@ from pydantic import Field
 from rich.console import Console
 
 from biofm.config import Schema, build, read_yaml
+from biofm.datasets import REFERENCE_PREFIX, get, is_reference, resolve
 from biofm.errors import BiofmError
-from biofm.eval.types import Task
+from biofm.eval.types import SHIPPED_TASKS_DIR, Task
 
 __all__ = ["MIN_CELLS", "CellTaskSpec", "is_cell_task", "load_cell_task", "split_label_suffix"]
 
@@ -42,6 +43,7 @@ MIN_CELLS = 10
 # A class with one cell cannot appear on both sides of any split.
 MIN_PER_CLASS = 2
 
+SHIPPED_CELL_TASKS: dict[str, str] = {"pbmc-celltypes": "pbmc_celltypes.yaml"}
 _SUFFIXED = re.compile(r"^(?P<path>.+\.h5ad):(?P<label>[^:/\\]+)$", re.IGNORECASE)
 console = Console(stderr=True, markup=False, highlight=False)
 
@@ -71,7 +73,12 @@ def split_label_suffix(text: str) -> tuple[str, str | None]:
 
 
 def is_cell_task(text: str | Path) -> bool:
-    """Whether `text` names a cell task: an .h5ad path (optionally `:label`) or a YAML with an `h5ad:` key."""
+    """Whether `text` names a cell task: a shipped name, an .h5ad path or registered h5ad dataset
+    (`dataset:NAME`), optionally `:label`, or a YAML with an `h5ad:` key."""
+    if str(text) in SHIPPED_CELL_TASKS:
+        return True
+    if is_reference(text):
+        return get(_reference_parts(str(text))[0]).reads.startswith("h5ad")
     path, _ = split_label_suffix(str(text))
     if path.lower().endswith(".h5ad"):
         return True
@@ -92,12 +99,18 @@ def load_cell_task(
     *,
     min_cells_per_class: int | None = None,
 ) -> Task:
-    """Read a cell task (YAML, `file.h5ad` with `label_column`, or `file.h5ad:label`) into a `Task`.
+    """Read a cell task (a shipped name, a YAML, `file.h5ad` with `label_column`, or `file.h5ad:label`;
+    `dataset:NAME[:label]` for a registered h5ad) into a `Task`.
 
     Arguments given here override the YAML's keys. Cells whose label is missing (NaN or empty) are
     dropped with a note on stderr; so are classes under `min_cells_per_class`.
     """
     text = str(path_or_yaml)
+    if text in SHIPPED_CELL_TASKS and not Path(text).exists():
+        text = str(SHIPPED_TASKS_DIR / SHIPPED_CELL_TASKS[text])
+    elif is_reference(text):
+        name, label = _reference_parts(text)
+        text = str(resolve(REFERENCE_PREFIX + name)) + (f":{label}" if label else "")
     path, suffix_label = split_label_suffix(text)
     if path.lower().endswith(".h5ad"):
         label = label_column or suffix_label
@@ -131,7 +144,15 @@ def load_cell_task(
 # ------------------------------------------------------------------------------------------ helpers
 
 
+def _reference_parts(text: str) -> tuple[str, str | None]:
+    """`dataset:pbmc700:bulk_labels` -> ("pbmc700", "bulk_labels")."""
+    name, _, label = text[len(REFERENCE_PREFIX):].partition(":")
+    return name, label or None
+
+
 def _resolve(yaml_path: Path, name: str) -> Path:
+    if is_reference(name):
+        return resolve(name)
     p = Path(name).expanduser()
     if not p.is_absolute():
         p = yaml_path.parent / p

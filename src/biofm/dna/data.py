@@ -35,6 +35,7 @@ from biofm.data.blocks import (
     id_dtype,
     open_blocks,
 )
+from biofm.datasets import resolve_all
 from biofm.dna.config import DnaDataConfig
 from biofm.dna.fasta import RecordInfo, bed_records, read_fasta_chunks, scan_fasta
 from biofm.dna.tokenizer import KmerTokenizer
@@ -176,7 +177,11 @@ def _write_splits(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int,
 
 
 def build_blocks(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int) -> DnaBlocks:
-    """Tokenise into `.cache/biofm/dna-<hash>/` unless an identical build is already there."""
+    """Tokenise into `.cache/biofm/dna-<hash>/` unless an identical build is already there.
+
+    `dataset:NAME` entries in `fasta`/`bed` are registered datasets, fetched or taken from the mirror."""
+    bed = resolve_all([cfg.bed])[0] if cfg.bed else None
+    cfg = cfg.model_copy(update={"fasta": resolve_all(cfg.fasta), "bed": bed})
     inputs = list(cfg.fasta) + ([cfg.bed] if cfg.bed else [])
     for path in inputs:
         if not Path(path).exists():

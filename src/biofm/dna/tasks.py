@@ -26,9 +26,10 @@ import numpy as np
 from pydantic import Field, PositiveInt
 
 from biofm.config import Schema, build, read_yaml
+from biofm.datasets import is_reference, resolve
 from biofm.dna.fasta import normalise_sequence, read_fasta
 from biofm.errors import BiofmError, where
-from biofm.eval.types import Task
+from biofm.eval.types import SHIPPED_TASKS_DIR, Task
 
 __all__ = [
     "SHIPPED_TASKS",
@@ -45,7 +46,7 @@ MIN_EXAMPLES = 10
 # A class seen once cannot appear on both sides of any split.
 MIN_PER_CLASS = 2
 
-TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+TASKS_DIR = SHIPPED_TASKS_DIR
 SHIPPED_TASKS: dict[str, str] = {"splice": "splice.yaml", "promoter": "promoter.yaml"}
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -168,7 +169,7 @@ def fit_to_length(seq: str, limit_bp: int, policy: str) -> list[str]:
 
 
 def shipped_task(name: str) -> Path:
-    """Path of a task YAML bundled with biofm ("splice", "promoter"), usable without any download."""
+    """Path of a task YAML shipped with biofm ("splice", "promoter"); its table comes from the dataset registry."""
     file = SHIPPED_TASKS.get(name)
     if file is None:
         raise BiofmError(f"unknown shipped task {name!r}; available: {', '.join(SHIPPED_TASKS)}")
@@ -219,6 +220,9 @@ def _check_spec(spec: TaskSpec, yaml_path: Path) -> None:
 
 
 def _resolve(yaml_path: Path, name: str, key: str) -> Path:
+    """A file named in a task YAML: relative to the YAML's folder, or `dataset:NAME` from the registry."""
+    if is_reference(name):
+        return resolve(name)
     p = Path(name).expanduser()
     if not p.is_absolute():
         p = yaml_path.parent / p

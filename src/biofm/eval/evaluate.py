@@ -50,7 +50,7 @@ class ProbeConfig(Schema):
 class EvaluateConfig(Schema):
     model: str | None = Field(None, description="model folder (RUN/model) or run folder")
     tasks: list[str] = Field(default_factory=list, description="task YAML files, tables, FILE.h5ad:LABEL_COLUMN, "
-                                                             "or shipped names: splice, promoter, pubmedqa")
+                             "dataset:NAME:LABEL_COLUMN, or shipped names: splice, promoter, pubmedqa, pbmc-celltypes")
     out: str = "eval"
     folds: PositiveInt = 10
     seed: int = 0
@@ -139,7 +139,8 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
 
 
 def load_any_task(spec: str) -> tuple[str, Task]:
-    """(modality, task) for a shipped name, a task YAML, a table or an h5ad (`file.h5ad:label_column`)."""
+    """(modality, task) for a shipped name, a task YAML, a table or an h5ad (`file.h5ad:label_column`,
+    `dataset:NAME:label_column`)."""
     from biofm.cells.tasks import is_cell_task, load_cell_task
     from biofm.dna.tasks import SHIPPED_TASKS, load_task, shipped_task
     from biofm.text.tasks import SHIPPED_TEXT_TASKS, load_text_task

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 TaskType = Literal["classification", "regression"]
+
+# The task YAMLs shipped with biofm (every modality's); their data are registered datasets (`dataset:NAME`).
+SHIPPED_TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 
 
 @dataclass

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from biofm.datasets import resolve
 from biofm.errors import BiofmError, where
 from biofm.io.atomic import write_json
 from biofm.text.config import CleaningConfig
@@ -77,11 +78,12 @@ def _format(path: Path) -> str | None:
 
 
 def list_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The files named by `paths`, folders expanded (recursively, sorted); each file once."""
+    """The files named by `paths` (`dataset:NAME` for a registered dataset), folders expanded (recursively,
+    sorted); each file once."""
     out: list[Path] = []
     seen: set[Path] = set()
     for item in paths:
-        p = Path(item).expanduser()
+        p = resolve(item).expanduser()
         if not p.exists():
             raise BiofmError(f"{p}: file or folder not found")
         if p.is_dir():

@@ -1,7 +1,7 @@
-"""Text demo settings: a tiny GPT-2 on the shipped PubMed abstracts, samples, perplexity, PubMedQA.
+"""Text demo settings: a tiny GPT-2 on PubMed abstracts, samples, perplexity, PubMedQA.
 
-The shipped corpus leaves out every abstract that is in PubMedQA, so the probe on PubMedQA's
-questions + abstracts sees no text the model was pretrained on.
+The corpus (the registered dataset `pubmed-abstracts`) leaves out every abstract that is in
+PubMedQA, so the probe on PubMedQA's questions + abstracts sees no text the model was pretrained on.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import html
 from pathlib import Path
 from typing import Any
-
-from biofm.text.tasks import shipped_corpus
 
 PROMPTS = ("The patient was diagnosed with", "In this study, we", "Mutations in the BRCA1 gene")
 
@@ -21,7 +19,7 @@ def pretrain_settings(out: Path) -> dict[str, Any]:
         "run_dir": str(out),
         "seed": 0,
         "modality": "text",
-        "data": {"paths": [str(shipped_corpus())], "val_fraction": 0.05},
+        "data": {"paths": ["dataset:pubmed-abstracts"], "val_fraction": 0.05},
         "tokenizer": {"vocab_size": 4096},
         "model": {"preset": "gpt2-tiny", "block_tokens": 128},
         "train": {

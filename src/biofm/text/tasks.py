@@ -18,8 +18,8 @@ single class, too few examples -- is one line naming the file and, where it appl
 Texts longer than a model's context are truncated by default (`long_sequences: truncate`; the
 evaluator reads it from `task.meta`), which is the usual practice for text classification.
 
-`pubmedqa` is shipped with biofm (see `text_data/NOTICE.md`), built from PubMedQA's 1,000
-expert-labelled questions by `scripts/build_text_data.py`.
+`pubmedqa` is a shipped task name: its YAML ships with biofm, its table is the registered dataset
+`pubmedqa` (PubMedQA's 1,000 expert-labelled questions, converted from the published JSON).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from biofm.dna.tasks import (
     _DELIMITER_NAMES,
     _PARQUET_SUFFIXES,
     MIN_EXAMPLES,
+    TASKS_DIR,
     _as_number,
     _base_suffix,
     _class_labels,
@@ -53,16 +54,12 @@ from biofm.text.corpus import _lines
 
 __all__ = [
     "SHIPPED_TEXT_TASKS",
-    "TEXT_DATA_DIR",
     "TextTaskSpec",
     "load_text_task",
-    "shipped_corpus",
     "shipped_text_task",
 ]
 
-TEXT_DATA_DIR = Path(__file__).resolve().parent.parent / "text_data"
 SHIPPED_TEXT_TASKS: dict[str, str] = {"pubmedqa": "pubmedqa.yaml"}
-SHIPPED_CORPUS = "abstracts.jsonl.gz"
 _YAML_SUFFIXES = (".yaml", ".yml")
 _TABLE_SUFFIXES = (*_DELIMITER_BY_SUFFIX, *_PARQUET_SUFFIXES, ".jsonl")
 
@@ -88,17 +85,12 @@ class TextTaskSpec(Schema):
 # ---------------------------------------------------------------------------------------- public API
 
 
-def shipped_corpus() -> Path:
-    """The bundled pretraining corpus: PubMed abstracts (title + abstract), one JSON object per line."""
-    return TEXT_DATA_DIR / SHIPPED_CORPUS
-
-
 def shipped_text_task(name: str) -> Path:
-    """Path of a text task YAML bundled with biofm ("pubmedqa"), usable without any download."""
+    """Path of a text task YAML shipped with biofm ("pubmedqa"); its table comes from the dataset registry."""
     file = SHIPPED_TEXT_TASKS.get(name)
     if file is None:
         raise BiofmError(f"unknown shipped text task {name!r}; available: {', '.join(SHIPPED_TEXT_TASKS)}")
-    return TEXT_DATA_DIR / file
+    return TASKS_DIR / file
 
 
 def load_text_task(path: str | Path) -> Task:

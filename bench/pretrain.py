@@ -49,6 +49,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from biofm.datasets import dataset_path  # noqa: E402
 from biofm.dna.fasta import read_fasta  # noqa: E402
 from biofm.dna.tokenizer import KmerTokenizer  # noqa: E402
 from biofm.models.presets import build_config, build_model  # noqa: E402
@@ -57,13 +58,13 @@ from biofm.train.loop import TrainData, Trainer  # noqa: E402
 from biofm.train.masking import MaskSpec  # noqa: E402
 from biofm.train.objectives import MaskedLMObjective  # noqa: E402
 
-GENOME = ROOT / "src/biofm/demo_data/ecoli_K12_MG1655_NC_000913.3.fna.gz"
+GENOME = "ecoli-k12"  # a registered dataset: fetched once, or read from $BIOFM_DATA_MIRROR
 BLOCK = 512
 
 
 def sequences(tok: KmerTokenizer, n: int, lengths: np.ndarray) -> list[np.ndarray]:
     """`n` token sequences (<cls> + k-mers) of the given token lengths, cut from the genome in order."""
-    genome = next(iter(read_fasta(GENOME))).seq
+    genome = next(iter(read_fasta(dataset_path(GENOME)))).seq
     out, pos = [], 0
     for length in lengths[:n]:
         bp = (int(length) - 1) * tok.k

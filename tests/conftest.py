@@ -1,6 +1,30 @@
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("BIOFM_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Tests never reach the internet: a dataset missing from the mirror is an error, not a download. The
+# download path is tested against a server on loopback (tests/datasets/test_fetch.py), which lifts this.
+os.environ.setdefault("BIOFM_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Converted datasets (pbmc700, pubmedqa, ...) go to one cache per test session, not the checkout's."""
+    if "BIOFM_CACHE" not in os.environ:
+        os.environ["BIOFM_CACHE"] = str(tmp_path_factory.mktemp("biofm-cache"))
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The dataset mirror (real data, laid out as the registry's mirror paths); tests that need it skip
+    without it. `make test` and CI set BIOFM_DATA_MIRROR to ../shared/data when that folder exists."""
+    value = os.environ.get("BIOFM_DATA_MIRROR", "")
+    if not value or not Path(value).is_dir():
+        pytest.skip("needs the dataset mirror: set BIOFM_DATA_MIRROR to a folder laid out like the registry's "
+                    "mirror paths (make test does when ../shared/data exists)")
+    return Path(value)

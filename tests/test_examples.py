@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from biofm.datasets import DATASETS, is_reference
 from biofm.pretrain import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +17,7 @@ def test_pretrain_examples_validate(path, monkeypatch):
     cfg = load_config(path, [])
     assert cfg.modality in ("dna", "cells", "text")
     for f in getattr(cfg.data, "fasta", []) + getattr(cfg.data, "h5ad", []):
-        assert Path(f).exists(), f
+        assert Path(f).exists() or (is_reference(f) and f[len("dataset:"):] in DATASETS), f
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples/accelerate").glob("*.yaml")), ids=lambda p: p.name)

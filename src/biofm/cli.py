@@ -355,7 +355,7 @@ def data_fetch(
         raise BiofmError("no dataset named: pass NAME ... or --all (see `biofm data list`)")
     for name in chosen:
         for path in fetch(name):
-            console.print(f"{name}: {path}", highlight=False, markup=False)
+            console.print(f"{name}: {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @data_app.command("path")

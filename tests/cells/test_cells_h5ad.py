@@ -11,7 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 from biofm.cells import h5ad
-from biofm.cells.h5ad import CountReader, read_counts, shipped_h5ad
+from biofm.cells.h5ad import CountReader, read_counts
+from biofm.datasets import dataset_path
 from biofm.errors import BiofmError
 
 COUNTS = np.array([[1, 0, 3, 0], [0, 2, 0, 5], [4, 1, 0, 0]], dtype=np.float32)
@@ -153,17 +154,15 @@ def test_gene_column_with_ensembl_versions(tmp_path: Path) -> None:
         read_counts(path, gene_column="ensembl")
 
 
-def test_shipped_files_load() -> None:
-    pbmc = read_counts(shipped_h5ad("pbmc700"))
+def test_registered_files_load(mirror: Path) -> None:
+    pbmc = read_counts(dataset_path("pbmc700"))
     assert pbmc.X.shape == (700, 765) and pbmc.is_counts and pbmc.n_duplicated == 0
     assert pbmc.obs["bulk_labels"].nunique() == 10
-    mouse = read_counts(shipped_h5ad("mouse10k"))
+    mouse = read_counts(dataset_path("mouse10k"))
     assert mouse.n_cells == 10_000 and mouse.n_duplicated >= 1 and mouse.n_genes == 1000 - mouse.n_duplicated
-    ens = read_counts(shipped_h5ad("mouse10k"), gene_column="gene_ids")
+    ens = read_counts(dataset_path("mouse10k"), gene_column="gene_ids")
     assert ens.genes[0].startswith("ENSMUSG") and ens.n_genes == 1000
     assert np.isclose(mouse.X.sum(), ens.X.sum())  # merging moves counts, never drops them
-    with pytest.raises(BiofmError, match=r"known: pbmc700, mouse10k"):
-        shipped_h5ad("pbmc3k")
 
 
 @pytest.mark.filterwarnings("ignore:Variable names are not unique")

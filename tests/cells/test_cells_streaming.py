@@ -22,9 +22,10 @@ import scipy.sparse as sp
 import biofm.cells.data as cdata
 from biofm.cells.config import CellDataConfig, CellTokenizerConfig
 from biofm.cells.data import GeneMedians, StatsAccumulator, build_cell_dataset
-from biofm.cells.h5ad import read_counts, shipped_h5ad
+from biofm.cells.h5ad import read_counts
 from biofm.cells.tokenize import CellTokenizer, n_value_bins
 from biofm.cells.vocab import build_vocab
+from biofm.datasets import dataset_path
 from biofm.errors import BiofmError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Variable names are not unique")
@@ -184,8 +185,9 @@ def test_shards_equal_their_concatenation(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name,gene_column", [("pbmc700", None), ("mouse10k", "gene_ids")])
-def test_shipped_data_equal_the_whole_file_build(tmp_path: Path, name: str, gene_column: str | None) -> None:
-    cfg = CellDataConfig(h5ad=[str(shipped_h5ad(name))], gene_column=gene_column, chunk_cells=1500,
+def test_registered_data_equal_the_whole_file_build(tmp_path: Path, name: str, gene_column: str | None,
+                                                   mirror: Path) -> None:
+    cfg = CellDataConfig(h5ad=[str(dataset_path(name))], gene_column=gene_column, chunk_cells=1500,
                          cache_dir=str(tmp_path / "c"))
     for tok in (CellTokenizerConfig(max_genes=64, n_bins=11), CellTokenizerConfig(mode="rank_value", max_genes=64)):
         _assert_same(build_cell_dataset(cfg, tok, seed=0), _reference(cfg, tok, 0))

@@ -7,9 +7,10 @@ import pytest
 import scipy.sparse as sp
 
 from biofm.cells.config import CellTokenizerConfig
-from biofm.cells.h5ad import read_counts, shipped_h5ad
+from biofm.cells.h5ad import read_counts
 from biofm.cells.tokenize import CellTokenizer, n_value_bins, quantile_bins
 from biofm.cells.vocab import GeneVocab, build_vocab
+from biofm.datasets import dataset_path
 
 GENES = [f"G{i:02d}" for i in range(20)]  # token id = 5 + i
 
@@ -172,8 +173,8 @@ def test_rank_value_orders_by_median_normalised_expression() -> None:
     assert (out["values"] == -1).all()
 
 
-def test_pbmc700_tokenises_quickly() -> None:
-    m = read_counts(shipped_h5ad("pbmc700"))
+def test_pbmc700_tokenises_quickly(mirror) -> None:
+    m = read_counts(dataset_path("pbmc700"))
     vocab = build_vocab([m])
     tok = CellTokenizer(vocab, CellTokenizerConfig(), float(np.median(m.totals())))
     t0 = time.perf_counter()

@@ -8,7 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from biofm.config import read_yaml
+from biofm.datasets import DATASETS, dataset_path
 from biofm.dna.tasks import (
+    SHIPPED_TASKS,
     TASKS_DIR,
     check_lengths,
     fit_to_length,
@@ -18,7 +21,6 @@ from biofm.dna.tasks import (
 )
 from biofm.errors import BiofmError
 
-SHARED = Path("/work/shared/data/dna/tasks")
 RNG = np.random.default_rng(0)
 
 
@@ -53,7 +55,7 @@ def labelled(n: int = 12, labels: tuple[str, ...] = ("a", "b")) -> list[tuple[st
 # --- shipped tasks -------------------------------------------------------------------------------
 
 
-def test_splice_task_loads() -> None:
+def test_splice_task_loads(mirror: Path) -> None:
     task = load_task(shipped_task("splice"))
     assert task.name == "splice" and task.type == "classification"
     assert len(task.inputs) == 3190 and task.classes == ["EI", "IE", "N"]
@@ -66,23 +68,22 @@ def test_splice_task_loads() -> None:
     assert task.meta["long_sequences"] == "error"
 
 
-def test_promoter_task_reconstructs_6mers() -> None:
+def test_promoter_task_reconstructs_6mers(mirror: Path) -> None:
     task = load_task(shipped_task("promoter"))
     assert len(task.inputs) == 1000 and task.classes == ["0", "1"]
     assert np.bincount(task.labels).tolist() == [500, 500]
     assert {len(s) for s in task.inputs} == {101}
-    first = (TASKS_DIR / "dnabert_prom_core_sample.tsv").read_text().splitlines()[1].split("\t")[0]
+    first = dataset_path("dnabert-promoter-sample").read_text().splitlines()[1].split("\t")[0]
     kmers = first.split(" ")
     manual = kmers[0] + "".join(k[5] for k in kmers[1:])
     assert task.inputs[0] == manual
     assert task.inputs[0].startswith("GTGGGGAGG")
 
 
-def test_shipped_files_are_byte_copies() -> None:
-    for name in ("uci_splice_junctions.txt", "dnabert_prom_core_sample.tsv"):
-        if (SHARED / name).exists():
-            assert (TASKS_DIR / name).read_bytes() == (SHARED / name).read_bytes()
-    assert (TASKS_DIR / "NOTICE.md").exists()
+def test_shipped_tasks_read_registered_datasets() -> None:
+    for name in SHIPPED_TASKS:
+        table = read_yaml(TASKS_DIR / SHIPPED_TASKS[name])["table"]
+        assert table.startswith("dataset:") and table[len("dataset:"):] in DATASETS
 
 
 def test_unknown_shipped_task() -> None:
@@ -299,7 +300,14 @@ def test_fit_to_length() -> None:
     assert fit_to_length(seq, 20, "windows") == [seq]
 
 
-def test_copied_shipped_yaml_still_loads(tmp_path: Path) -> None:
+def test_copied_shipped_yaml_still_loads(tmp_path: Path, mirror: Path) -> None:
+    # The table is a registered dataset, not a file beside the YAML, so a copy anywhere still loads.
     shutil.copy(shipped_task("splice"), tmp_path / "splice.yaml")
-    msg = error_of(tmp_path / "splice.yaml")
-    assert "uci_splice_junctions.txt" in msg and "not found" in msg
+    assert len(load_task(tmp_path / "splice.yaml").inputs) == 3190
+
+
+def test_shipped_task_without_its_data_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BIOFM_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("BIOFM_CACHE", str(tmp_path))
+    msg = error_of(shipped_task("splice"))
+    assert "'uci-splice'" in msg and "dna/tasks/uci_splice_junctions.txt" in msg and "\n" not in msg

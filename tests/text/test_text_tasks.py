@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from biofm.datasets import dataset_path
 from biofm.errors import BiofmError
-from biofm.text.tasks import SHIPPED_TEXT_TASKS, load_text_task, shipped_corpus, shipped_text_task
+from biofm.text.tasks import SHIPPED_TEXT_TASKS, load_text_task, shipped_text_task
 
 ROWS = [(f"text number {i} about {'cats' if i % 2 else 'dogs'}", "yes" if i % 2 else "no") for i in range(12)]
 
@@ -89,7 +90,7 @@ def test_yaml_errors(tmp_path):
         load_text_task(tmp_path / "none.csv")
 
 
-def test_shipped_pubmedqa():
+def test_shipped_pubmedqa(mirror):
     assert set(SHIPPED_TEXT_TASKS) == {"pubmedqa"}
     task = load_text_task("pubmedqa")
     assert task.source == str(shipped_text_task("pubmedqa"))
@@ -99,13 +100,13 @@ def test_shipped_pubmedqa():
     assert all(len(t) > 200 for t in task.inputs) and task.inputs[0].startswith("Do mitochondria play a role")
 
 
-def test_shipped_corpus_has_no_pubmedqa_article():
+def test_pretraining_corpus_has_no_pubmedqa_article(mirror):
     import csv
     import io
 
-    with gzip.open(shipped_corpus(), "rt", encoding="utf-8") as fh:
+    with gzip.open(dataset_path("pubmed-abstracts"), "rt", encoding="utf-8") as fh:
         docs = [json.loads(line) for line in fh]
-    table = shipped_text_task("pubmedqa").with_name("pubmedqa.tsv.gz")
+    table = dataset_path("pubmedqa")
     rows = list(csv.DictReader(io.StringIO(gzip.decompress(table.read_bytes()).decode()), delimiter="\t"))
     assert len(docs) > 2000 and {d["source"] for d in docs} == {"ncbi_disease", "bc5cdr"}
     assert len({d["pmid"] for d in docs}) == len(docs) == len({d["text"] for d in docs})

@@ -1,6 +1,6 @@
 """Registered datasets: public source, checksum, licence; fetched through pooch or read from a mirror."""
 
-from biofm.datasets.fetch import (
+from biofm.datasets.locate import (
     MIRROR_ENV,
     REFERENCE_PREFIX,
     dataset_path,

@@ -1,7 +1,7 @@
 """Every dataset biofm uses, with its public source, checksum, licence and citation.
 
 biofm ships no third-party data: demos, shipped task names and tests name a dataset here, and
-`biofm.datasets.fetch` finds its files in a local mirror (`BIOFM_DATA_MIRROR`), in the cache, or
+`biofm.datasets.locate` finds its files in a local mirror (`BIOFM_DATA_MIRROR`), in the cache, or
 downloads them with pooch and checks their SHA-256. `mirror_path` is where each file sits in a mirror
 folder (the same layout for every mirror, so one folder serves every machine).
 

@@ -97,7 +97,8 @@ def info(model: str = typer.Argument(..., help="a preset name (tiny, 50m, ...) o
 @app.command()
 def embed(
     model: Path = typer.Option(..., "--model", help="model folder (RUN/model) or run folder"),
-    input: Path = typer.Option(..., "--input", help="FASTA(.gz), CSV/TSV with a 'sequence' column, or .h5ad (cells)"),
+    input: Path = typer.Option(..., "--input", help="FASTA(.gz), CSV/TSV with a 'sequence' column, .h5ad (cells), "
+                               "or dataset:NAME"),
     out: Path = typer.Option(..., "--out", help="output .npy ([n, layers+1, hidden]) or .parquet; for .h5ad input "
                                                 "a NEW .h5ad with obsm['X_biofm'] (mean) and obsm['X_biofm_cls']"),
     batch_size: int = typer.Option(16, "--batch-size"),
@@ -109,6 +110,9 @@ def embed(
 
     Example: biofm embed --model runs/demo-cells --input pbmc.h5ad --out pbmc_biofm.h5ad
     """
+    from biofm.datasets import resolve
+
+    input = resolve(str(input))  # `dataset:NAME` is a registered dataset
     if input.suffix == ".h5ad":
         from biofm.cells.embed import embed_h5ad
 
@@ -198,7 +202,7 @@ def evaluate(
 @app.command("score-variants")
 def score_variants(
     model: Path = typer.Option(..., "--model", help="model folder (RUN/model) or run folder"),
-    reference: Path = typer.Option(..., "--reference", help="reference FASTA(.gz)"),
+    reference: Path = typer.Option(..., "--reference", help="reference FASTA(.gz), or dataset:NAME"),
     variants: Path = typer.Option(..., "--variants", help="TSV with chrom, pos (1-based), ref, alt"),
     out: Path = typer.Option(Path("variant_scores.tsv"), "--out", help="output TSV"),
 ) -> None:
@@ -206,9 +210,10 @@ def score_variants(
 
     Example: biofm score-variants --model runs/demo --reference ref.fa --variants snvs.tsv --out scores.tsv
     """
+    from biofm.datasets import resolve
     from biofm.use.variants import score_variants as run_scores
 
-    rows = run_scores(model, reference, variants, out)
+    rows = run_scores(model, resolve(str(reference)), variants, out)
     console.print(f"scored {len(rows)} variants: {out}")
 
 

@@ -29,6 +29,12 @@ app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
+class Interrupted(BiofmError):
+    """Ctrl-C: exit 130, and say how to continue."""
+
+    exit_code = 130
+
+
 SET_HELP = "override a config key, e.g. --set train.steps=200 (repeatable)"
 
 
@@ -37,7 +43,10 @@ def pretrain(
     config: Path = typer.Argument(..., help="YAML config (or a run's config.yaml to rerun it)"),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="continue from the run's last checkpoint"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="delete an existing run folder first"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="delete an existing run folder first (only a folder "
+                                                              "biofm made as a run and that holds none of its inputs)"),
+    allow_changes: list[str] = typer.Option([], "--allow-changes", help="with --resume: accept a changed config key "
+                                            "(e.g. data, model.overrides, seed); repeatable"),
 ) -> None:
     """Pretrain a model.  Example: biofm pretrain examples/configs/dna_tiny.yaml --set train.steps=200"""
     from biofm.pretrain import load_config, run
@@ -46,7 +55,15 @@ def pretrain(
     rerun = config.resolve() == (cfg.resolved_run_dir() / "config.yaml").resolve()
     if rerun and not resume:
         console.print(f"rerunning {cfg.resolved_run_dir()} from its own config.yaml (starting over)")
-    run_dir = run(cfg, resume=resume, overwrite=overwrite or rerun)
+    try:
+        run_dir = run(cfg, resume=resume, overwrite=overwrite or (rerun and not resume), allow_changes=allow_changes)
+    except KeyboardInterrupt:
+        run_dir = cfg.resolved_run_dir()
+        steps = sorted((int(p.name[5:]) for p in (run_dir / "checkpoints").glob("step-*") if p.name[5:].isdigit()
+                        and (p / "trainer_state.json").exists()), reverse=True)
+        where = f"the last complete checkpoint is step-{steps[0]}" if steps else "no checkpoint was written yet"
+        raise Interrupted(f"interrupted; {where}. Continue with: biofm pretrain {run_dir / 'config.yaml'} --resume"
+                          ) from None
     _print_outcome(run_dir)
 
 

@@ -91,7 +91,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
         broken.fit()
     monkeypatch.setattr(Trainer, "train_step", original)
     resumed = _trainer(tmp_path / "b")
-    resumed.fit(resume=True)
+    resumed.resume_latest()
+    resumed.fit(resumed=True)
     a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
     assert [r["step"] for r in a] == [r["step"] for r in b]
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-5)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from biofm.errors import BiofmError
+from biofm.io.metrics import read_metrics
 
 LEARNING = "learning"
 NOT_BELOW = "not below the context-free baseline"
@@ -43,13 +44,7 @@ def load_run(run: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     summary_path, metrics_path = run / "summary.json", run / "metrics.jsonl"
     if not metrics_path.exists():
         raise BiofmError(f"{run}: no metrics.jsonl; is this a biofm run folder?")
-    rows = []
-    for n, line in enumerate(metrics_path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise BiofmError(f"{metrics_path}, line {n}: not valid JSON") from None
+    rows = read_metrics(metrics_path)
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return summary, rows
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from transformers import PreTrainedModel
 
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json, write_text
+from biofm.io.metrics import read_metrics
 from biofm.train.config import TrainConfig
 from biofm.train.objectives import Batch, Objective
 from biofm.train.schedule import lr_factor
@@ -109,6 +111,9 @@ class Trainer:
         self.acc = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
         self.is_main = self.acc.is_main_process
         self.layout = Layout.derive(cfg, self.acc.num_processes, data.seq_len)
+        if cfg.global_batch_tokens < data.seq_len and self.is_main:
+            print(f"note: train.global_batch_tokens={cfg.global_batch_tokens} is below one block of {data.seq_len} "
+                  f"tokens; each step uses {self.layout.global_seqs} block(s)", file=sys.stderr)
         if len(data.train) < self.layout.global_seqs:
             raise BiofmError(
                 f"only {len(data.train)} training rows but a global batch needs "
@@ -279,50 +284,81 @@ class Trainer:
         state = self.full_state()
         if self.is_main:
             dest = self.checkpoint_dir() / f"step-{self.state.step}"
-            with atomic_path(dest, is_dir=True) as tmp:
-                self.save_model(tmp / "model", state)
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-                write_json(tmp / "trainer_state.json", {
-                    "step": self.state.step, "samples_seen": self.state.samples_seen,
-                    "tokens_seen": self.state.tokens_seen, "best_eval": self.state.best_eval,
-                    "layout": vars(self.layout), "seed": self.seed,
-                })
+            previous = self.latest_checkpoint()
+            try:
+                with atomic_path(dest, is_dir=True) as tmp:
+                    self.save_model(tmp / "model", state)
+                    torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+                    write_json(tmp / "trainer_state.json", {
+                        "step": self.state.step, "samples_seen": self.state.samples_seen,
+                        "tokens_seen": self.state.tokens_seen, "best_eval": self.state.best_eval,
+                        "layout": vars(self.layout), "seed": self.seed,
+                    })
+            except (OSError, RuntimeError) as exc:
+                if not is_disk_full(exc):
+                    raise
+                kept = f"{previous.name} is intact" if previous else "no earlier checkpoint exists"
+                raise BiofmError(f"{dest}: no space to write the checkpoint (disk full or file-size limit); nothing "
+                                 f"half-written was kept and {kept}. Free space, then continue with --resume") from None
             ckpts = sorted(self.checkpoint_dir().glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
             for old in ckpts[: -self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
 
+    def complete_checkpoints(self) -> list[Path]:
+        """Checkpoints that were fully written (atomic folders), newest first."""
+        ckpts = [p for p in self.checkpoint_dir().glob("step-*")
+                 if (p / "trainer_state.json").exists() and p.name.split("-")[1].isdigit()]
+        return sorted(ckpts, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+
     def latest_checkpoint(self) -> Path | None:
-        ckpts = [p for p in self.checkpoint_dir().glob("step-*") if (p / "trainer_state.json").exists()]
-        return max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
+        ckpts = self.complete_checkpoints()
+        return ckpts[0] if ckpts else None
+
+    def resume_latest(self) -> Path:
+        """Load the newest checkpoint that reads back; an unreadable one is reported in one line and the
+        previous complete one used instead."""
+        ckpts = self.complete_checkpoints()
+        if not ckpts:
+            raise BiofmError(f"{self.run_dir}: --resume given but there is no checkpoint to resume from")
+        for i, path in enumerate(ckpts):
+            try:
+                self.load_checkpoint(path)
+                return path
+            except BiofmError:
+                raise
+            except Exception as exc:  # torch / safetensors / json raise many kinds for a damaged file
+                why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+                later = f"falling back to {ckpts[i + 1].name}" if i + 1 < len(ckpts) else "no older checkpoint is left"
+                if self.is_main:
+                    print(f"{path}: unreadable checkpoint ({type(exc).__name__}: {why}); {later}", file=sys.stderr)
+        raise BiofmError(f"{self.checkpoint_dir()}: no checkpoint reads back; start over with --overwrite")
 
     def load_checkpoint(self, path: Path) -> None:
         state = json.loads((path / "trainer_state.json").read_text())
+        if state.get("seed", self.seed) != self.seed:
+            raise BiofmError(f"{path}: checkpoint was written with seed {state['seed']}, config says {self.seed}")
         self.unwrapped.load_weights(path / "model")
         # on CPU, so any process count and device reads it; load_state_dict moves it to the parameters
         opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(opt)
         rng = torch.load(path / "rng.pt", weights_only=True)
         torch.set_rng_state(rng["torch"])
-        self.state.step = state["step"]
-        self.state.samples_seen = state["samples_seen"]
-        self.state.tokens_seen = state["tokens_seen"]
-        self.state.best_eval = state.get("best_eval", float("inf"))
-        if state.get("seed", self.seed) != self.seed:
-            raise BiofmError(f"{path}: checkpoint was written with seed {state['seed']}, config says {self.seed}")
+        self.state.step = int(state["step"])
+        self.state.samples_seen = int(state["samples_seen"])
+        self.state.tokens_seen = int(state["tokens_seen"])
+        best = state.get("best_eval")  # null when written before the first evaluation (JSON has no inf)
+        self.state.best_eval = float("inf") if best is None else float(best)
 
     # ---- the run ---------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> dict[str, Any]:
+    def fit(self, resumed: bool = False) -> dict[str, Any]:
+        """Train to `cfg.steps`; `resumed`: a checkpoint was loaded (`resume_latest`), keep its metrics."""
         cfg = self.cfg
         metrics_path = self.run_dir / "metrics.jsonl"
-        if resume:
-            ckpt = self.latest_checkpoint()
-            if ckpt is None:
-                raise BiofmError(f"{self.run_dir}: --resume given but there is no checkpoint to resume from")
-            self.load_checkpoint(ckpt)
+        if resumed:
             if self.is_main and metrics_path.exists():  # drop rows logged after the checkpoint
-                rows = [r for r in _read_jsonl(metrics_path) if r["step"] <= self.state.step]
+                rows = [r for r in read_metrics(metrics_path) if r["step"] <= self.state.step]
                 write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
         elif self.is_main and metrics_path.exists():
             metrics_path.unlink()
@@ -427,6 +463,18 @@ class Trainer:
         return out
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """A write that failed for lack of space (ENOSPC, EDQUOT) or a file-size limit (EFBIG), including
+    torch.save's RuntimeError around those."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(s in text for s in (
+        "No space left", "File too large", "file write failed", "inline_container", "Disk quota"))
+
+
 def _shards_layers(acc: Accelerator) -> bool:
     """FSDP, or DeepSpeed ZeRO-3: a layer's weights exist whole only inside that layer's own forward."""
     from accelerate.utils import DistributedType
@@ -468,10 +516,6 @@ def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
     with path.open("a") as fh:
         fh.write(json.dumps(row) + "\n")
         fh.flush()
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _tensorboard(log_dir: Path, purge_step: int):

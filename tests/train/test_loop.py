@@ -105,7 +105,7 @@ def test_checkpoints_are_complete_and_pruned(tmp_path):
     t.fit()
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert ckpts == ["step-6"]
-    for f in ["model/model.safetensors", "model/config.json", "optimizer.pt", "trainer_state.json"]:
+    for f in ["model/model.safetensors", "model/config.json", "optimizer.bin", "rng-0.pt", "trainer_state.json"]:
         assert (tmp_path / "checkpoints" / "step-6" / f).exists()
     assert json.loads((tmp_path / "checkpoints/step-6/trainer_state.json").read_text())["samples_seen"] == 48
 

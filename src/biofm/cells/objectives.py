@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from biofm.errors import BiofmError
 from biofm.models.sparse_top import hidden_at_targets, target_index
 from biofm.train.masking import MaskSpec, mask_batch
 from biofm.train.objectives import Batch, Objective
@@ -359,5 +360,11 @@ class CellObjective(Objective):
 
     def load_weights(self, path: Path) -> None:
         super().load_weights(path)
-        if (Path(path) / HEADS_FILE).exists():
-            self.load_state_dict(load_file(str(Path(path) / HEADS_FILE)), strict=False)
+        file = Path(path) / HEADS_FILE
+        heads = load_file(str(file)) if file.exists() else {}
+        want = {k for k in self.state_dict() if k.startswith(("heads.", "priors.")) or k == "ordinal_cuts"}
+        if set(heads) != want:
+            odd = sorted(set(heads) ^ want)
+            more = " ..." if len(odd) > 3 else ""
+            raise BiofmError(f"{file}: heads do not match the objective ({', '.join(odd[:3])}{more})")
+        self.load_state_dict(heads, strict=False)  # the encoder's weights came from model.safetensors above

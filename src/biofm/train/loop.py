@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import sys
 import time
@@ -28,7 +29,7 @@ from accelerate import Accelerator
 from transformers import PreTrainedModel
 
 from biofm.errors import BiofmError
-from biofm.io.atomic import atomic_path, write_json, write_text
+from biofm.io.atomic import write_json, write_text
 from biofm.io.metrics import read_metrics
 from biofm.train.config import TrainConfig
 from biofm.train.objectives import Batch, Objective
@@ -136,6 +137,7 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
         except (RuntimeError, TypeError):
             self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        self._fsdp = _is_fsdp(self.acc)
         if hasattr(objective, "sparse_top"):  # sharded layers must be called whole, so they gather their weights
             objective.sparse_top = cfg.sparse_top and not _shards_layers(self.acc)
         if cfg.compile:
@@ -280,31 +282,66 @@ class Trainer:
         self.unwrapped.save_pretrained(path, state_dict=state)
 
     def save_checkpoint(self) -> None:
-        self.acc.wait_for_everyone()
-        state = self.full_state()
+        """`checkpoints/step-N/`: the model (a Hugging Face folder, gathered from shards), the optimizer state
+        (gathered through accelerate under FSDP, so any process count resumes it), every process's RNGs
+        (python, numpy, torch CPU and CUDA) and the trainer state with the data position.
+
+        Every process writes into one temporary folder that rank 0 renames into place once all are done;
+        `trainer_state.json` is written last, so a folder without it is never taken for a checkpoint."""
+        acc = self.acc
+        acc.wait_for_everyone()
+        state = self.full_state()  # a collective under FSDP
+        dest = self.checkpoint_dir() / f"step-{self.state.step}"
+        tmp = self.checkpoint_dir() / f".{dest.name}.tmp-write"
+        previous = self.latest_checkpoint()
         if self.is_main:
-            dest = self.checkpoint_dir() / f"step-{self.state.step}"
-            previous = self.latest_checkpoint()
-            try:
-                with atomic_path(dest, is_dir=True) as tmp:
-                    self.save_model(tmp / "model", state)
-                    torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-                    write_json(tmp / "trainer_state.json", {
-                        "step": self.state.step, "samples_seen": self.state.samples_seen,
-                        "tokens_seen": self.state.tokens_seen, "best_eval": self.state.best_eval,
-                        "layout": vars(self.layout), "seed": self.seed,
-                    })
-            except (OSError, RuntimeError) as exc:
-                if not is_disk_full(exc):
-                    raise
-                kept = f"{previous.name} is intact" if previous else "no earlier checkpoint exists"
-                raise BiofmError(f"{dest}: no space to write the checkpoint (disk full or file-size limit); nothing "
-                                 f"half-written was kept and {kept}. Free space, then continue with --resume") from None
-            ckpts = sorted(self.checkpoint_dir().glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-            for old in ckpts[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        try:
+            self._save_optimizer(tmp)
+            torch.save(rng_state(), tmp / f"rng-{acc.process_index}.pt")
+            acc.wait_for_everyone()
+            if self.is_main:
+                self.save_model(tmp / "model", state)
+                write_json(tmp / "trainer_state.json", {
+                    "step": self.state.step, "samples_seen": self.state.samples_seen,
+                    "tokens_seen": self.state.tokens_seen, "best_eval": self.state.best_eval,
+                    "layout": vars(self.layout), "seed": self.seed, "world_size": acc.num_processes,
+                })
+                if dest.exists():  # the same step written again (a rerun of the last step): replace it whole
+                    shutil.rmtree(dest)
+                os.replace(tmp, dest)
+        except (OSError, RuntimeError) as exc:
+            if self.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if not is_disk_full(exc):
+                raise
+            kept = f"{previous.name} is intact" if previous else "no earlier checkpoint exists"
+            raise BiofmError(f"{dest}: no space to write the checkpoint (disk full or file-size limit); nothing "
+                             f"half-written was kept and {kept}. Free space, then continue with --resume") from None
+        if self.is_main:
+            ckpts = self.complete_checkpoints()
+            for old in ckpts[self.cfg.keep_checkpoints:]:
                 shutil.rmtree(old, ignore_errors=True)
-        self.acc.wait_for_everyone()
+        acc.wait_for_everyone()
+
+    def _save_optimizer(self, folder: Path) -> None:
+        if self._fsdp:  # every rank holds a shard: gather the full state on rank 0 (FULL_STATE_DICT)
+            from accelerate.utils import save_fsdp_optimizer
+
+            save_fsdp_optimizer(self.acc.state.fsdp_plugin, self.acc, self.optimizer, self.objective, str(folder))
+        elif self.is_main:  # DDP / one process: every rank holds the same state
+            torch.save(self.optimizer.state_dict(), folder / OPTIMIZER_FILE)
+
+    def _load_optimizer(self, folder: Path) -> None:
+        if self._fsdp:
+            from accelerate.utils import load_fsdp_optimizer
+
+            load_fsdp_optimizer(self.acc.state.fsdp_plugin, self.acc, self.optimizer, self.objective, str(folder))
+            return
+        # on CPU, so any process count and device reads it; load_state_dict moves it to the parameters
+        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
 
     def complete_checkpoints(self) -> list[Path]:
         """Checkpoints that were fully written (atomic folders), newest first."""
@@ -340,11 +377,9 @@ class Trainer:
         if state.get("seed", self.seed) != self.seed:
             raise BiofmError(f"{path}: checkpoint was written with seed {state['seed']}, config says {self.seed}")
         self.unwrapped.load_weights(path / "model")
-        # on CPU, so any process count and device reads it; load_state_dict moves it to the parameters
-        opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        self.optimizer.load_state_dict(opt)
-        rng = torch.load(path / "rng.pt", weights_only=True)
-        torch.set_rng_state(rng["torch"])
+        self._load_optimizer(path)
+        mine = path / f"rng-{self.acc.process_index}.pt"  # a new process count: the others take rank 0's
+        set_rng_state(torch.load(mine if mine.exists() else path / "rng-0.pt", weights_only=True))
         self.state.step = int(state["step"])
         self.state.samples_seen = int(state["samples_seen"])
         self.state.tokens_seen = int(state["tokens_seen"])
@@ -473,6 +508,39 @@ def is_disk_full(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(s in text for s in (
         "No space left", "File too large", "file write failed", "inline_container", "Disk quota"))
+
+
+OPTIMIZER_FILE = "optimizer.bin"  # the name accelerate's FSDP helpers use too
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator a training step can draw from, in types torch.load(weights_only=True) reads back."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _is_fsdp(acc: Accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type == DistributedType.FSDP
 
 
 def _shards_layers(acc: Accelerator) -> bool:

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from biofm.errors import BiofmError
 from biofm.models.mlm import split_mlm
 from biofm.models.sparse_top import hidden_at_targets, target_index
 from biofm.train.masking import MaskSpec, mask_batch
@@ -65,8 +66,20 @@ class Objective(nn.Module):
         self.model.save_pretrained(path, state_dict=model_state)
 
     def load_weights(self, path: Path) -> None:
-        weights = load_file(str(path / "model.safetensors"))
-        self.model.load_state_dict(weights, strict=False)
+        load_strictly(self.model, load_file(str(path / "model.safetensors")), path / "model.safetensors")
+
+
+def load_strictly(module: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load every tensor of `weights` into `module` and refuse anything else: an unexpected key, or a missing
+    one that is not tied to (the same storage as) a loaded one, such as a decoder tied to the embeddings."""
+    missing, unexpected = module.load_state_dict(weights, strict=False)
+    own = module.state_dict()
+    loaded = {own[k].data_ptr() for k in weights if k in own}
+    missing = [k for k in missing if own[k].data_ptr() not in loaded]
+    if missing or unexpected:
+        what = "; ".join(f"{name}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                         for name, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+        raise BiofmError(f"{source}: weights do not match the model ({what})")
 
 
 def _allowed(vocab_size: int, target_ids: np.ndarray | torch.Tensor | None) -> torch.Tensor:

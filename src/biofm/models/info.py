@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedModel
 
+from biofm.errors import BiofmError
 from biofm.models.presets import PRESETS, build_config, build_model
 
 
@@ -17,10 +18,13 @@ def model_for_info(name_or_path: str) -> tuple[PreTrainedModel, str]:
         cfg = build_config(name_or_path, vocab_size=4106, pad_id=1, mask_id=2, cls_id=3, eos_id=4)
         with torch.device("meta"):  # shapes only, no memory
             return build_model(cfg), f"preset {name_or_path} (6-mer DNA vocabulary)"
-    from biofm.models.load import load_masked_lm
+    if not Path(name_or_path).exists():
+        raise BiofmError(f"{name_or_path}: neither a model folder nor a preset (presets: {', '.join(PRESETS)})")
+    from biofm.models.load import load_pretrained
 
-    model, _ = load_masked_lm(name_or_path)
-    return model, str(name_or_path)
+    # Any saved model, masked or causal; its folder is checked (config.json, complete safetensors weights
+    # matching the config) and every fault is a one-line BiofmError naming the file. No tokenizer needed.
+    return load_pretrained(name_or_path), str(name_or_path)
 
 
 def print_info(name_or_path: str, console: Console | None = None) -> int:
@@ -35,7 +39,8 @@ def print_info(name_or_path: str, console: Console | None = None) -> int:
         table.add_row(name, "×".join(map(str, p.shape)), f"{p.numel():,}")
     console.print(table)
     cfg = model.config
+    ffn = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None)  # GPT-2 calls it n_inner
     console.print(f"layers {cfg.num_hidden_layers}, hidden {cfg.hidden_size}, heads {cfg.num_attention_heads}, "
-                  f"ffn {cfg.intermediate_size}, vocab {cfg.vocab_size}")
+                  f"ffn {ffn}, vocab {cfg.vocab_size}")
     console.print(f"total parameters: {total:,} ({total / 1e6:.1f}M)")
     return total

@@ -44,8 +44,12 @@ def read_sequences(path: str | Path) -> tuple[list[str], list[str]]:
 
 def embed(model_path: str | Path, input_path: str | Path, out: str | Path, batch_size: int = 16,
           max_tokens: int | None = None) -> np.ndarray:
+    out = Path(out)
+    if out.suffix not in (".npy", ".parquet"):  # before any work: a bad name is known up front
+        raise BiofmError(f"{out}: output must end in .npy or .parquet")
+    ids, seqs = read_sequences(input_path)  # input faults are reported before the model is loaded
+    # the model folder is checked (config.json, complete safetensors weights matching it): one-line errors
     model, tok = load_masked_lm(model_path)
-    ids, seqs = read_sequences(input_path)
     limit = max_tokens or getattr(model.config, "max_position_embeddings", 2048)
     chunks = []
     with torch.inference_mode():
@@ -53,7 +57,6 @@ def embed(model_path: str | Path, input_path: str | Path, out: str | Path, batch
             enc = tok(seqs[i:i + batch_size], padding=True, truncation=True, max_length=limit, return_tensors="pt")
             chunks.append(layer_embeddings(model, enc["input_ids"], enc["attention_mask"]).float().numpy())
     emb = np.concatenate(chunks)  # [n, n_layers + 1, hidden]
-    out = Path(out)
     if out.suffix == ".npy":
         with atomic_path(out) as tmp, tmp.open("wb") as fh:
             np.save(fh, emb)
@@ -66,6 +69,4 @@ def embed(model_path: str | Path, input_path: str | Path, out: str | Path, batch
             cols[f"layer_{layer}"] = pa.array(list(emb[:, layer, :]))
         with atomic_path(out) as tmp:
             pq.write_table(pa.table(cols), tmp)
-    else:
-        raise BiofmError(f"{out}: output must end in .npy or .parquet")
     return emb

@@ -7,6 +7,8 @@ run folder so the run can be reproduced with `biofm pretrain RUN/config.yaml`.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,12 +28,54 @@ class Schema(BaseModel):
 S = TypeVar("S", bound=Schema)
 
 
+_FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".fas")
+_FASTA_HINT = "put it under data.fasta in a config (see examples/configs/dna_tiny.yaml)"
+_H5AD_HINT = "put it under data.h5ad in a config (see examples/configs/cells_recommended.yaml)"
+_SNIFF_BYTES = 4096
+
+
+def _starts_like_fasta(head: bytes) -> bool:
+    first = next((line for line in head.splitlines() if line.strip()), b"")
+    return first.lstrip().startswith(b">")
+
+
+def _data_file_kind(path: Path) -> str | None:
+    """What a data file given where a YAML config belongs is, with what to do instead; None for others.
+
+    Decided from the first bytes (gzip and HDF5 magic, a first line starting with '>') as well as the
+    name, reading only the file's head: a genome passed by mistake is not loaded whole to fail in YAML.
+    """
+    name = path.name.lower()
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if head.startswith(b"\x1f\x8b") or name.endswith(".gz"):
+        inner = b""
+        if head.startswith(b"\x1f\x8b"):
+            try:
+                with gzip.open(path, "rb") as fh:
+                    inner = fh.read(_SNIFF_BYTES)
+            except (OSError, EOFError, zlib.error):
+                pass  # a damaged archive: still not a config
+        if name.removesuffix(".gz").endswith(_FASTA_SUFFIXES) or _starts_like_fasta(inner):
+            return f"this is a gzip-compressed FASTA file, not a YAML config; {_FASTA_HINT}"
+        return "this is a gzip-compressed file, not a YAML config; give the path of a YAML config instead"
+    if head.startswith(b"\x89HDF") or name.endswith((".h5ad", ".h5", ".hdf5")):
+        what = "an AnnData .h5ad file" if name.endswith(".h5ad") else "an HDF5 file (an AnnData .h5ad?)"
+        return f"this is {what}, not a YAML config; {_H5AD_HINT}"
+    if name.endswith(_FASTA_SUFFIXES) or _starts_like_fasta(head):
+        return f"this is a FASTA file, not a YAML config; {_FASTA_HINT}"
+    return None
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise BiofmError(f"{path}: config file not found")
     if path.is_dir():
         raise BiofmError(f"{path}: is a folder, expected a YAML config file")
+    kind = _data_file_kind(path)
+    if kind is not None:
+        raise BiofmError(f"{path}: {kind}")
     try:
         data = yaml.safe_load(path.read_text())
     except UnicodeDecodeError:

@@ -417,14 +417,17 @@ def test_build_streams_a_file_larger_than_the_memory_limit(tmp_path: Path) -> No
         meta = out["meta"]
         assert meta["train_bp"] + meta["val_bp"] == total_bp
         window = 511 * 6
-        considered = sum(meta[s]["kept"] + meta[s]["skipped_n"] for s in ("train", "val"))
+        # the genome repeats one block, so most validation windows copy a training one and are dropped
+        considered = (sum(meta[s]["kept"] + meta[s]["skipped_n"] for s in ("train", "val"))
+                      + meta["val_duplicates_removed"])
         regions = math.ceil(total_bp / 100_000)
         max_segments = 2 * round(0.05 * regions) + 1  # every run boundary can cut at most one window
         assert abs(considered - total_bp / window) <= max_segments + 1
         # packed: a full window without N fills one block; N spills into the next, short ends share one
-        for split in ("train", "val"):
+        # (validation keeps mostly the windows with N, as the others copy training ones: more short ends share)
+        for split, slack in (("train", 0.02), ("val", 0.05)):
             assert out[f"len_{split}"] == meta[split]["blocks"]
-            assert abs(meta[split]["blocks"] - meta[split]["kept"]) < 0.02 * meta[split]["kept"]
+            assert abs(meta[split]["blocks"] - meta[split]["kept"]) < slack * meta[split]["kept"]
         assert meta["train"]["skipped_n"] > 0 and meta["shards"]["train"] >= 2
         assert 0 <= out["len_train"] * 512 - out["counts_sum"] < 512 and out["first_row_cls"]  # padded tail only
     finally:  # pytest keeps recent tmp folders; do not leave gigabytes behind

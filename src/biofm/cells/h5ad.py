@@ -14,6 +14,7 @@ dataset build uses, so corpora larger than memory can be tokenised). Both do, in
 - gene identifiers come from the var names, or the var column `gene_column` (e.g. Ensembl ids in
   `gene_ids`); Ensembl ids lose their version suffix (`ENSG00000141510.17` -> `ENSG00000141510`);
   genes with an empty name are dropped.
+- a matrix with no cells, no genes, or no gene with a name is an error, each with its own message.
 - duplicated gene identifiers (e.g. one symbol for two Ensembl genes) are merged by SUMMING their
   columns: a cell's count for the symbol is the total over its copies. `n_duplicated` is the number
   of columns folded into an earlier one.
@@ -150,6 +151,7 @@ class CountReader:
         self._raw_genes = _gene_ids(p, var, gene_column, layer)
         if len(self._raw_genes) != rows.shape[1]:
             raise BiofmError(f"{p}: the matrix has {rows.shape[1]} genes but var has {len(self._raw_genes)} rows")
+        _check_not_empty(p, self._what, rows.shape, self._raw_genes, var, gene_column)
         named = self._raw_genes != ""
         self.n_unnamed = int((~named).sum())
         self._named: np.ndarray | None = np.flatnonzero(named) if self.n_unnamed else None
@@ -242,6 +244,24 @@ class CountReader:
                                      f"(or data.allow_non_counts=true to accept these values)")
                 self.is_counts = False
         return x.astype(np.float32)
+
+
+def _check_not_empty(p: Path, what: str, shape: tuple[int, int], genes: np.ndarray, var: pd.DataFrame,
+                     gene_column: str | None) -> None:
+    """Refuse a matrix with nothing to read, each case by name: all three used to surface later as
+    "every cell has zero counts", which points at the values rather than at the file's shape or names."""
+    if shape[0] == 0:
+        raise BiofmError(f"{p}: no cells ({what} has 0 rows)")
+    if shape[1] == 0:
+        raise BiofmError(f"{p}: no genes ({what} has 0 columns)")
+    if not (genes != "").any():
+        cols = ", ".join(repr(str(c)) for c in var.columns if str(c) != gene_column) or "none"
+        if gene_column is None:
+            raise BiofmError(f"{p}: every gene name is empty (var_names); set data.gene_column to a var column "
+                             f"holding gene ids (var columns: {cols})")
+        raise BiofmError(f"{p}: every gene name is empty (var column {gene_column!r}); set data.gene_column to "
+                         f"another var column holding gene ids (others: {cols}), or leave it unset to use the "
+                         f"var names")
 
 
 def _check_file(p: Path) -> None:

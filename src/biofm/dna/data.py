@@ -8,6 +8,12 @@ truncated; only the very last block of a split is padded. With `pack: false` eac
 block, padded or truncated. The window length defaults to (block - 1) * k bases, so a genome
 window without N fills exactly one block either way.
 
+A genome can hold the same sequence twice (a duplicated record, repeats longer than a window), and
+no split of records or regions keeps such copies apart, so the build drops every VALIDATION window
+whose sequence is identical to a training window (training keeps all its windows); the count is
+`val_duplicates_removed` in meta.json and a note on stderr. Validation windows wait in a spill file
+until the last training window is known; training windows are remembered as 8-byte digests.
+
 Genomes can be larger than memory, so the build streams: a first pass over the files (`scan_fasta`)
 validates them and measures every record, which is all the split needs; a second pass reads the
 sequences in pieces of a few megabases, cuts windows, tokenises them in batches and appends them to
@@ -17,8 +23,10 @@ the writers' buffers, whatever the size of the input.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +66,7 @@ class DnaBlocks:
 
 
 def window_bp(cfg: DnaDataConfig, tok: KmerTokenizer, block: int) -> int:
-    return cfg.window_bp or (block - 1) * tok.k
+    return cfg.window_bp if cfg.window_bp is not None else (block - 1) * tok.k
 
 
 def _sources(cfg: DnaDataConfig) -> tuple[list[RecordInfo], Iterable[tuple[RecordInfo, str]]]:
@@ -146,17 +154,80 @@ class _SplitOut:
         self.writer.close()
 
 
+def _digest(seq: str) -> bytes:
+    """8 bytes standing for a window's sequence (a false match needs ~4e9 windows to become likely)."""
+    return hashlib.blake2b(seq.encode("ascii"), digest_size=8).digest()
+
+
+class _ValHoldback:
+    """Holds validation windows back until every training window has been seen, then gives back those
+    whose sequence no training window has (module docstring).
+
+    Validation windows wait in a text file, one a line, so memory does not grow with them; training
+    windows are kept as digests in a bytearray (8 bytes each), sorted once at the end.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "w", encoding="ascii")  # noqa: SIM115 - closed by `_write_splits`
+        self.train = bytearray()
+        self.held = 0  # validation windows held back
+        self.removed = 0  # of those, identical to a training window
+        self.removed_forward = 0  # the removed ones on the + strand, and their bases: for WindowStats
+        self.removed_bases = 0
+
+    def add_train(self, w: Window) -> None:
+        self.train += _digest(w.seq)
+
+    def add_val(self, w: Window) -> None:
+        # the sequence is ACGTN and strand/coordinates hold no tab, so splitting from the right is safe
+        self.file.write(f"{w.record}\t{w.start}\t{w.end}\t{w.strand}\t{w.seq}\n")
+        self.held += 1
+
+    def release(self) -> Iterator[Window]:
+        """The held validation windows, in their order, less those identical to a training window."""
+        train = np.unique(np.frombuffer(self.train, dtype="<u8"))
+        self.train = bytearray()
+        with open(self.path, encoding="ascii") as fh:
+            for line in fh:
+                record, start, end, strand, seq = line.rstrip("\n").rsplit("\t", 4)
+                d = np.frombuffer(_digest(seq), dtype="<u8")[0]
+                i = int(np.searchsorted(train, d))
+                if i < len(train) and train[i] == d:
+                    self.removed += 1
+                    if strand == "+":
+                        self.removed_forward += 1
+                        self.removed_bases += len(seq)
+                    continue
+                yield Window(record, int(start), int(end), strand, seq)
+        self.path.unlink()
+
+
 def _write_splits(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int, tmp: Path) -> dict[str, Any]:
-    """One streaming pass writing both splits; returns the meta fields and leaves the token counts."""
+    """One streaming pass writing both splits; returns the meta fields and leaves the token counts.
+
+    Training blocks are written as the windows arrive; validation windows are written after the pass,
+    less those identical to a training window (`_ValHoldback`)."""
     infos, pieces = _sources(cfg)
     plan = plan_split([i for i in infos if i.length], cfg.split, cfg.val_fraction, cfg.region_bp, seed)
     wbp = window_bp(cfg, tok, block)
+    stride = cfg.stride_bp if cfg.stride_bp is not None else wbp
     stats = (WindowStats(), WindowStats())
     outs = (_SplitOut(tmp / "train.arrow", tok, block, count=True, pack=cfg.pack),
             _SplitOut(tmp / "val.arrow", tok, block, count=False, pack=cfg.pack))
-    for is_val, w in stream_windows(pieces, plan, wbp, cfg.stride_bp or wbp, cfg.max_n_fraction,
-                                    reverse_complement=(cfg.reverse_complement, False), stats=stats):
-        outs[is_val].add(w)
+    held = _ValHoldback(tmp / "val_windows.txt")
+    try:
+        for is_val, w in stream_windows(pieces, plan, wbp, stride, cfg.max_n_fraction,
+                                        reverse_complement=(cfg.reverse_complement, False), stats=stats):
+            if is_val:
+                held.add_val(w)
+            else:
+                held.add_train(w)
+                outs[0].add(w)
+    finally:
+        held.file.close()  # also on bad input, so the build's temporary folder can go
+    for w in held.release():
+        outs[1].add(w)
     for out in outs:
         out.close()
     train, val = outs
@@ -165,6 +236,14 @@ def _write_splits(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int,
             f"{', '.join(cfg.fasta)}: no training windows of {wbp} bp "
             f"(sequences too short, or too many N: max_n_fraction={cfg.max_n_fraction})"
         )
+    removed = held.removed
+    if held.held and removed == held.held:
+        raise BiofmError(
+            f"{', '.join(cfg.fasta)}: all {removed} validation windows are identical to training windows "
+            f"(the input repeats the same sequences), so nothing is left to validate on; remove the copies"
+        )
+    stats[1].kept -= held.removed_forward  # `kept` counts what went into validation
+    stats[1].bases -= held.removed_bases
     assert train.counts is not None
     np.save(tmp / "train_token_counts.npy", train.counts)
     train_bp, val_bp = plan.split_bp()
@@ -172,6 +251,7 @@ def _write_splits(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int,
         "train_bp": train_bp, "val_bp": val_bp,
         "train": {"blocks": train.writer.rows, **vars(stats[0])},
         "val": {"blocks": val.writer.rows, **vars(stats[1])},
+        "val_duplicates_removed": removed,
         "shards": {"train": train.writer.shards, "val": val.writer.shards},
     }
 
@@ -197,6 +277,7 @@ def build_blocks(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int) 
         "tokenizer": {"kind": "kmer", "k": tok.k, "vocab": tok.vocab_size},
         "block": block,
         "seed": seed,
+        "dedup": 1,  # validation windows identical to training windows are dropped (not a setting)
     })
     dest = cache_root(cfg.cache_dir) / f"dna-{key}"
     if not (dest / "meta.json").exists():
@@ -209,4 +290,8 @@ def build_blocks(cfg: DnaDataConfig, tok: KmerTokenizer, block: int, seed: int) 
     except Exception:  # a damaged cache entry: rebuild it next time
         shutil.rmtree(dest, ignore_errors=True)
         raise
+    if meta.get("val_duplicates_removed"):  # said on every run, cached or not: it changes what val measures
+        print(f"note: {', '.join(inputs)}: dropped {meta['val_duplicates_removed']} validation window(s) whose "
+              f"sequence is identical to a training window (val_duplicates_removed in {dest / 'meta.json'})",
+              file=sys.stderr)
     return DnaBlocks(train=train, val=val, counts=np.load(dest / "train_token_counts.npy"), meta=meta, path=dest)

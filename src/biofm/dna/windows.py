@@ -4,7 +4,9 @@ The split is decided on *segments* (contiguous pieces of a record), never on win
 segment belongs wholly to train or to val, and windows are cut strictly inside one segment, so
 no window can contain a base of both splits. Splitting windows after cutting them would let
 overlapping windows (stride < window) put the same bases into train and val, inflating validation
-scores; cutting inside segments rules that out by construction.
+scores; cutting inside segments rules that out by construction. It keeps *positions* apart, not
+*sequences*: a genome that holds the same sequence twice (a duplicated record, a long repeat) still
+gives identical windows on both sides, which `biofm.dna.data` removes from validation.
 
 Two split modes:
 

@@ -23,5 +23,5 @@ def test_pretrain_examples_validate(path, monkeypatch):
 @pytest.mark.parametrize("path", sorted((ROOT / "examples/accelerate").glob("*.yaml")), ids=lambda p: p.name)
 def test_accelerate_examples_parse(path):
     data = yaml.safe_load(path.read_text())
-    assert data["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED")
+    assert data["distributed_type"] in ("MULTI_GPU", "FSDP")
     assert data["num_processes"] >= 2

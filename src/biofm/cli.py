@@ -68,6 +68,8 @@ def pretrain(
 
 
 def _print_outcome(run_dir: Path) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch: one report, from rank 0
+        return
     summary = json.loads((run_dir / "summary.json").read_text())
     health = summary.get("health", {})
     ref = summary.get("baseline_reference", "unigram")

@@ -80,6 +80,28 @@ def test_accelerate_launch_two_processes_match_one(setup):
     assert json.loads((run / "summary.json").read_text())["world_size"] == 2
 
 
+def test_fsdp_two_processes_and_their_resume_match_one(setup):
+    """FSDP-2 shards parameters and optimizer state over 2 CPU processes; the checkpoint gathers them (model
+    and optimizer through accelerate), so the run, its resume under FSDP and its resume in 1 process all
+    reproduce the 1-process run."""
+    import shutil
+
+    tmp, env, single = setup
+    run = tmp / "fsdp"
+    launch = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "examples/accelerate/fsdp_cpu_2proc.yaml"),
+              "--main_process_port", "29534", "-m", "biofm", "pretrain"]
+    _launch([*launch, str(tmp / "c.yaml"), "--set", f"run_dir={run}"], tmp, env)
+    _same(single, _rows(run))
+    assert sorted(p.name for p in (run / "checkpoints/step-6").iterdir()) == [
+        "model", "optimizer.bin", "rng-0.pt", "rng-1.pt", "trainer_state.json"]
+    shutil.rmtree(run / "checkpoints" / "step-6")
+    _launch([*launch, str(run / "config.yaml"), "--resume"], tmp, env)
+    _same(single, _rows(run))
+    shutil.rmtree(run / "checkpoints" / "step-6")
+    _launch([str(BIN / "biofm"), "pretrain", str(run / "config.yaml"), "--resume"], tmp, env)
+    _same(single, _rows(run))
+
+
 def test_checkpoint_of_one_process_resumes_in_two(setup):
     import shutil
 

@@ -145,22 +145,16 @@ def test_sparse_last_layer_trains_like_the_full_layer(tmp_path):
     assert evals[0] and evals[0] == pytest.approx(evals[1], rel=1e-5)
 
 
-def test_engines_that_shard_layers_get_the_full_last_layer():
+def test_fsdp_is_detected_as_sharding_layers():
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
 
-    from biofm.train.loop import _shards_layers
+    from biofm.train.loop import _is_fsdp
 
-    def acc(kind, stage=None):
-        return SimpleNamespace(distributed_type=kind,
-                               state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage)))
-
-    assert _shards_layers(acc(DistributedType.FSDP))
-    assert _shards_layers(acc(DistributedType.DEEPSPEED, 3))
-    assert not _shards_layers(acc(DistributedType.DEEPSPEED, 2))
-    assert not _shards_layers(acc(DistributedType.MULTI_GPU))
-    assert not _shards_layers(acc(DistributedType.NO))
+    assert _is_fsdp(SimpleNamespace(distributed_type=DistributedType.FSDP))
+    assert not _is_fsdp(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU))
+    assert not _is_fsdp(SimpleNamespace(distributed_type=DistributedType.NO))
 
 
 @pytest.mark.parametrize("arch", ["modernbert", "esm", "bert", "gpt2", "llama"])

@@ -11,7 +11,7 @@ The layer is recomputed from its own modules and weights, so checkpoints are unt
 independent implementation of one transformers class's layer, which a transformers release could
 change: tests compare it with the stock forward pass for every supported class, so such a change
 fails the test suite instead of silently changing the loss. Unsupported classes, layer types, and
-engines that shard a layer's weights (FSDP, ZeRO-3: calling a layer's submodules directly would
+engines that shard a layer's weights (FSDP: calling a layer's submodules directly would
 skip their all-gather) take the full forward pass instead.
 """
 

@@ -33,6 +33,6 @@ class TrainConfig(Schema):
     compile: bool = False
     sparse_top: bool = Field(
         True, description="masked LM: compute the last encoder layer only at masked positions (exact; "
-        "full layer under FSDP/ZeRO-3 and for architectures without support)"
+        "full layer under FSDP and for architectures without support)"
     )
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")

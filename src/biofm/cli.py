@@ -428,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
 def _take_mirror(args: list[str]) -> list[str]:
     """`--mirror DIR` anywhere on the command line, for every verb: the dataset mirror folder (sets
     BIOFM_DATA_MIRROR for this run)."""
+    if not any(a == "--mirror" or a.startswith("--mirror=") for a in args):
+        return args
     from biofm.datasets import MIRROR_ENV, mirror_folder
 
     out: list[str] = []

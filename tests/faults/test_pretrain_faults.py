@@ -223,7 +223,7 @@ def test_stale_temporaries_of_killed_writes_are_removed(ref) -> None:
 def test_a_second_process_on_the_same_run_exits_with_one_line(ref) -> None:
     tmp, _ = ref
     run = tmp / "twice"
-    cfg = _config(tmp, run, steps=200, checkpoint_every=50)
+    cfg = _config(tmp, run, steps=100_000, checkpoint_every=10_000)  # still running when the second starts
     first = _start("pretrain", str(cfg), cwd=tmp)
     try:
         _wait_for((run, "config.yaml"), first)

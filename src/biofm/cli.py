@@ -106,11 +106,14 @@ def doctor(
 
 
 @app.command()
-def info(model: str = typer.Argument(..., help="a preset name (tiny, 50m, ...) or a model folder")) -> None:
+def info(
+    model: str = typer.Argument(..., help="a preset name (tiny, 50m, gpt2-tiny, ...) or a model folder"),
+    vocab: int | None = typer.Option(None, "--vocab", min=8, help="presets: size the embeddings for N tokens"),
+) -> None:
     """Print a model's layers with shapes and parameter counts.  Example: biofm info 50m"""
     from biofm.models.info import print_info
 
-    print_info(model, console)
+    print_info(model, console, vocab)
 
 
 @app.command()
@@ -133,8 +136,10 @@ def embed(
 
     input = resolve(str(input))  # `dataset:NAME` is a registered dataset
     if input.suffix == ".h5ad":
-        from biofm.cells.embed import embed_h5ad
+        from biofm.modality import get as get_modality
+        from biofm.models.load import model_modality
 
+        embed_h5ad = get_modality(model_modality(model)).verb("embed_h5ad")  # cell models embed AnnData
         n, dim, coverage = embed_h5ad(model, input, out, layer=layer, layer_name=h5ad_layer, gene_column=gene_column,
                                       batch_size=batch_size)
         console.print(f"wrote {out}: {n} cells × {dim} dims in obsm['X_biofm'] (mean) and obsm['X_biofm_cls']; "
@@ -230,8 +235,10 @@ def score_variants(
     Example: biofm score-variants --model runs/demo --reference ref.fa --variants snvs.tsv --out scores.tsv
     """
     from biofm.datasets import resolve
-    from biofm.use.variants import score_variants as run_scores
+    from biofm.modality import get as get_modality
+    from biofm.models.load import model_modality
 
+    run_scores = get_modality(model_modality(model)).verb("score_variants")  # a DNA model's use
     rows = run_scores(model, resolve(str(reference)), variants, out)
     console.print(f"scored {len(rows)} variants: {out}")
 
@@ -249,7 +256,7 @@ def report(run: Path = typer.Argument(..., help="run folder")) -> None:
 
 @app.command()
 def demo(
-    modality: str = typer.Option("dna", "--modality", help="dna, cells or text"),
+    modality: str = typer.Option("dna", "--modality", help="a registered modality: dna, text, cells, ..."),
     out: Path | None = typer.Option(None, "--out", help="run folder to write (default runs/demo, runs/demo-cells, "
                                                         "runs/demo-text)"),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
@@ -263,9 +270,10 @@ def demo(
     Example: biofm demo --modality text
     """
     from biofm.demo import run_demo
+    from biofm.modality import get as get_modality
 
-    default = {"dna": "runs/demo", "cells": "runs/demo-cells", "text": "runs/demo-text"}.get(modality, "runs/demo")
-    run_dir = run_demo(out or Path(default), set_, eval_set, evaluate=not no_eval, modality=modality)
+    default = Path(get_modality(modality).demo_run_dir)
+    run_dir = run_demo(out or default, set_, eval_set, evaluate=not no_eval, modality=modality)
     _print_outcome(run_dir)
 
 
@@ -275,11 +283,9 @@ def tokenizer_train(
     k: int = typer.Option(6, "--k", help="k-mer length"),
 ) -> None:
     """Build a DNA k-mer tokenizer (a fixed vocabulary).  Example: biofm tokenizer train --k 6 --out tok"""
-    from biofm.dna.tokenizer import KmerTokenizer
+    from biofm.modality import get as get_modality
 
-    tok = KmerTokenizer(k)
-    tok.save(out)
-    console.print(f"wrote {out} ({tok.vocab_size} tokens)")
+    console.print(get_modality("dna").verb("tokenizer_train")(out, k))
 
 
 @tokenizer_app.command("encode")
@@ -288,15 +294,10 @@ def tokenizer_encode(
     sequence: str = typer.Argument(...),
 ) -> None:
     """Show the tokens of a sequence.  Example: biofm tokenizer encode --tokenizer runs/demo/tokenizer ACGTN"""
-    from biofm.dna.tokenizer import KmerTokenizer
+    from biofm.modality import get as get_modality
 
-    tok = KmerTokenizer.load(tokenizer)
-    from biofm.dna.fasta import normalise_sequence
-
-    ids = tok.encode(normalise_sequence(sequence))
-    inv = {v: k for k, v in tok.vocab.items()}
-    console.print(" ".join(inv[int(i)] for i in ids))
-    console.print(" ".join(str(int(i)) for i in ids))
+    for line in get_modality("dna").verb("tokenizer_encode")(tokenizer, sequence):
+        console.print(line, markup=False, highlight=False)
 
 
 @data_app.command("list")

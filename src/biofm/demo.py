@@ -1,29 +1,25 @@
 """`biofm demo`: the whole lifecycle on shipped data, sized for a 2-core laptop CPU.
 
 data → tokenizer → pretraining → health verdict → evaluation against baselines → report, for one
-modality. Each modality's settings live in its own module (`biofm.<modality>.demo`): what to
+modality. Each modality's settings live in the module its plug-in names (`Modality.demo`): what to
 pretrain on, and which shipped tasks to evaluate on; the sequence of stages is shared.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 from biofm import config as cfgmod
-from biofm.errors import BiofmError
 from biofm.eval.evaluate import EvaluateConfig
+from biofm.modality import get as get_modality
 from biofm.pretrain import PretrainBase, build_config_for, finish_run, run
-
-MODALITIES = ("dna", "cells", "text")
 
 
 def _settings(modality: str) -> Any:
-    if modality not in MODALITIES:
-        raise BiofmError(f"--modality {modality!r}: choose one of {', '.join(MODALITIES)}")
-    return importlib.import_module(f"biofm.{modality}.demo")
+    m = get_modality(modality)
+    return m.resolve(m.demo)
 
 
 def demo_config(out: Path, overrides: list[str] | None = None, modality: str = "dna") -> PretrainBase:

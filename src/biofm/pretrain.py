@@ -1,28 +1,29 @@
 """`biofm pretrain`: config → tokenizer → blocks → model → shared trainer → run folder.
 
-The modality part (reading, tokenising, blocks) is chosen by `modality`; everything after it —
+The modality part (its config schema; reading, tokenising, blocks) comes from the modality plug-in
+named by the config's `modality` (default dna; see `biofm.modality`); everything after it —
 trainer, health verdict, plots, report — is shared.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 from transformers import PreTrainedModel
 
 from biofm import config as cfgmod
 from biofm.config import Schema
-from biofm.dna.config import DnaDataConfig, KmerTokenizerConfig
 from biofm.errors import BiofmError
 from biofm.health.doctor import diagnose
 from biofm.health.plots import plot_loss
 from biofm.io.atomic import atomic_path, write_json
+from biofm.modality import get as get_modality
+from biofm.modality import names as modality_names
 from biofm.models.presets import Preset, build_config, build_model, get_preset
 from biofm.report.html import write_report
 from biofm.train.config import TrainConfig
@@ -61,14 +62,6 @@ class PretrainBase(Schema):
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
 
-class PretrainConfig(PretrainBase):
-    """DNA (the default modality); cells and text have their own schemas, picked by `modality`."""
-
-    modality: Literal["dna"] = "dna"
-    data: DnaDataConfig
-    tokenizer: KmerTokenizerConfig = Field(default_factory=KmerTokenizerConfig)
-
-
 @dataclass
 class Prepared:
     tokenizer: Any  # has .save(path), .vocab_size and the ids of its specials
@@ -77,28 +70,8 @@ class Prepared:
     meta: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Modality:
-    schema: str  # "module:Class" of the config schema
-    prepare: str  # "module:function(cfg, preset, block) -> Prepared"
-
-
-MODALITIES: dict[str, Modality] = {
-    "dna": Modality("biofm.pretrain:PretrainConfig", "biofm.dna.pretrain:prepare"),
-    "cells": Modality("biofm.cells.pretrain:CellPretrainConfig", "biofm.cells.pretrain:prepare"),
-    "text": Modality("biofm.text.pretrain:TextPretrainConfig", "biofm.text.pretrain:prepare"),
-}
-
-
-def _resolve(ref: str) -> Any:
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def schema_for(modality: str) -> type[PretrainBase]:
-    if modality not in MODALITIES:
-        raise BiofmError(f"modality {modality!r}: choose one of {', '.join(MODALITIES)}")
-    return _resolve(MODALITIES[modality].schema)
+    return get_modality(modality).resolve(get_modality(modality).pretrain_schema)
 
 
 def new_model(cfg: PretrainBase, preset: Preset, tok: Any, block: int, *, type_vocab_size: int = 2,
@@ -152,7 +125,8 @@ def run(cfg: PretrainBase, *, resume: bool = False, overwrite: bool = False, pro
                 folder.create({})
             folder.remove_stale_temporaries()
         with dist.main_process_first():  # rank 0 tokenises; the others then find the cache
-            prepared = _resolve(MODALITIES[cfg.modality].prepare)(cfg, preset, block)
+            modality = get_modality(cfg.modality)
+            prepared = modality.resolve(modality.prepare)(cfg, preset, block)
         tok = prepared.tokenizer
         trainer = Trainer(prepared.objective, cfg.train, prepared.data, run_dir, seed=cfg.seed, progress=progress)
         if resume:
@@ -269,16 +243,14 @@ def load_config(path: str | Path | None, overrides: list[str]) -> PretrainBase:
 
 def build_config_for(data: dict[str, Any], source: str) -> PretrainBase:
     modality = data.get("modality", "dna")
-    if modality not in MODALITIES:
-        raise BiofmError(f"{source}: modality {modality!r}: choose one of {', '.join(MODALITIES)}")
+    if modality not in modality_names():
+        raise BiofmError(f"{source}: modality {modality!r}: choose one of {', '.join(modality_names())}")
     return cfgmod.build(schema_for(modality), data, source)
 
 
 __all__ = [
-    "MODALITIES",
     "Prepared",
     "PretrainBase",
-    "PretrainConfig",
     "build_config_for",
     "finish_run",
     "load_config",

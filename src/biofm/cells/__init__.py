@@ -1,0 +1,17 @@
+"""Single-cell RNA-seq: h5ad counts, gene + value (scGPT style) or rank-value (Geneformer style) tokens,
+cell objectives, cell-type tasks against PCA / HVG baselines, embeddings into AnnData."""
+
+from biofm.modality import Modality
+
+MODALITY = Modality(
+    name="cells",
+    description="single-cell RNA-seq counts (h5ad): gene + value or rank-value tokens",
+    pretrain_schema="biofm.cells.pretrain:CellPretrainConfig",
+    prepare="biofm.cells.pretrain:prepare",
+    evaluation="biofm.cells.evaluation",
+    baseline_schema="biofm.cells.baselines:CellBaselineConfig",
+    baseline_key="cell_baselines",
+    demo="biofm.cells.demo",
+    demo_run_dir="runs/demo-cells",
+    verbs={"embed_h5ad": "biofm.cells.embed:embed_h5ad"},
+)

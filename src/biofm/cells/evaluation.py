@@ -16,6 +16,25 @@ if TYPE_CHECKING:
     from biofm.eval.evaluate import EvaluateConfig
 
 
+def shipped_tasks() -> list[str]:
+    from biofm.cells.tasks import SHIPPED_CELL_TASKS
+
+    return list(SHIPPED_CELL_TASKS)
+
+
+def recognise_task(spec: str) -> int:
+    """2: an h5ad (`file.h5ad:label`, `dataset:NAME:label`) or a YAML naming one; 0 otherwise."""
+    from biofm.cells.tasks import is_cell_task
+
+    return 2 if is_cell_task(spec) else 0
+
+
+def load_task(spec: str) -> Task:
+    from biofm.cells.tasks import load_cell_task
+
+    return load_cell_task(spec)
+
+
 def embeddings(task: Task, cfg: EvaluateConfig, model_dir: Path, model, tok) -> dict[str, np.ndarray]:
     from biofm.cells.embed import task_embeddings
 

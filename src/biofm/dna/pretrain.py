@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field
 
 from biofm.data.blocks import unigram_logp
+from biofm.dna.config import DnaDataConfig, KmerTokenizerConfig
 from biofm.dna.data import build_blocks
 from biofm.dna.tokenizer import KmerTokenizer
 from biofm.models.presets import Preset
-from biofm.pretrain import Prepared, PretrainConfig, new_model
+from biofm.pretrain import Prepared, PretrainBase, new_model
 from biofm.train.loop import TrainData
 from biofm.train.masking import MaskSpec
 from biofm.train.objectives import MaskedLMObjective
 
 
-def load_tokenizer(cfg: PretrainConfig) -> KmerTokenizer:
+class DnaPretrainConfig(PretrainBase):
+    """DNA (the default modality when a config names none)."""
+
+    modality: Literal["dna"] = "dna"
+    data: DnaDataConfig
+    tokenizer: KmerTokenizerConfig = Field(default_factory=KmerTokenizerConfig)
+
+
+def load_tokenizer(cfg: DnaPretrainConfig) -> KmerTokenizer:
     path = cfg.tokenizer.path or cfg.model.init_from
     return KmerTokenizer.load(path) if path else KmerTokenizer(cfg.tokenizer.k)
 
 
-def prepare(cfg: PretrainConfig, preset: Preset, block: int) -> Prepared:
+def prepare(cfg: DnaPretrainConfig, preset: Preset, block: int) -> Prepared:
     tok = load_tokenizer(cfg)
     blocks = build_blocks(cfg.data, tok, block, cfg.seed)
     special = np.asarray(sorted(tok.special_ids))

@@ -362,3 +362,20 @@ def _raise_bad_char(ch: str, pos: int, bounds: np.ndarray | None, first_index: i
         i = int(np.searchsorted(bounds, pos, side="right")) - 1
         where = f"sequence {first_index + i}, position {pos - int(bounds[i])}"
     raise BiofmError(f"invalid character {ch!r} at {where}: sequences must be upper-case A, C, G, T or N")
+
+
+def train_command(out: Path, k: int) -> str:
+    """`biofm tokenizer train`: write the k-mer tokenizer; returns the line to print."""
+    tok = KmerTokenizer(k)
+    tok.save(out)
+    return f"wrote {out} ({tok.vocab_size} tokens)"
+
+
+def encode_command(folder: Path, sequence: str) -> list[str]:
+    """`biofm tokenizer encode`: the sequence's tokens and their ids, one line each."""
+    from biofm.dna.fasta import normalise_sequence
+
+    tok = KmerTokenizer.load(folder)
+    ids = tok.encode(normalise_sequence(sequence))
+    inv = {v: k for k, v in tok.vocab.items()}
+    return [" ".join(inv[int(i)] for i in ids), " ".join(str(int(i)) for i in ids)]

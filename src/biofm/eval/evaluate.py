@@ -5,32 +5,31 @@ or the last token of a causal model; logistic regression and a small MLP; the la
 fold on a validation split carved from the training rows, never on the test rows), parameter-
 efficient fine-tuning (IA3, LoRA) for sequence models, and the modality's baselines. Every method
 returns fold predictions; metrics, summaries and the verdict are computed here, by the same code
-for all. The modality of a task (DNA, text, cells) picks its loader, its embedding function and its
-baselines from its module in `EVAL_MODULES`; nothing else here knows which modality it is scoring.
+for all. The modality of a task picks its loader, its embedding function and its baselines from
+the modality plug-in's evaluation module (`biofm.modality`); nothing here knows which modalities
+exist. Each modality's baseline settings sit under its own key of the config (`baselines` for DNA,
+`text_baselines`, `cell_baselines`, ...), added to the schema from the registry.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, create_model
 from rich.console import Console
 
-from biofm import config as cfgmod
-from biofm.cells.baselines import CellBaselineConfig
 from biofm.config import Schema
-from biofm.dna.baselines import BaselineConfig
 from biofm.errors import BiofmError
 from biofm.eval.finetune import FinetuneConfig
 from biofm.eval.folds import make_folds, validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics, summarise
 from biofm.eval.types import Fold, FoldPrediction, Task
 from biofm.eval.verdict import count_sentence, task_verdict
-from biofm.text.baselines import TextBaselineConfig
+from biofm.modality import get as get_modality
+from biofm.modality import modalities
 
 console = Console(stderr=True, markup=False, highlight=False)
 
@@ -47,7 +46,7 @@ class ProbeConfig(Schema):
     tune_trials: int = Field(0, ge=0, description="Optuna TPE trials per fold (inside the training rows); 0 = off")
 
 
-class EvaluateConfig(Schema):
+class EvaluateBase(Schema):
     model: str | None = Field(None, description="model folder (RUN/model) or run folder")
     tasks: list[str] = Field(default_factory=list, description="task YAML files, tables, FILE.h5ad:LABEL_COLUMN, "
                              "dataset:NAME:LABEL_COLUMN, or shipped names: splice, promoter, pubmedqa, pbmc-celltypes")
@@ -57,10 +56,19 @@ class EvaluateConfig(Schema):
     embed_batch_size: PositiveInt = 64
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    baselines: BaselineConfig = Field(default_factory=BaselineConfig, description="DNA baselines")
-    text_baselines: TextBaselineConfig = Field(default_factory=TextBaselineConfig)
-    cell_baselines: CellBaselineConfig = Field(default_factory=CellBaselineConfig)
     cache_dir: str | None = None
+
+
+def _with_baselines() -> type[EvaluateBase]:
+    """EvaluateBase plus one field per registered modality holding its baselines' settings."""
+    fields: dict[str, Any] = {}
+    for m in modalities().values():
+        schema = m.resolve(m.baseline_schema)
+        fields[m.baseline_key] = (schema, Field(default_factory=schema, description=f"{m.name} baselines"))
+    return create_model("EvaluateConfig", __base__=EvaluateBase, __module__=__name__, **fields)
+
+
+EvaluateConfig = _with_baselines()
 
 
 def _scored(name: str, kind: str, task: Task, preds: list[FoldPrediction], seconds: float,
@@ -106,13 +114,9 @@ def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cf
     return out
 
 
-# modality -> module with `embeddings`, `model_methods`, `baselines`, `tables` (see biofm.eval.sequence)
-EVAL_MODULES = {"dna": "biofm.dna.evaluation", "text": "biofm.text.evaluation", "cells": "biofm.cells.evaluation"}
-
-
 def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model=None, tok=None,
                   modality: str = "dna") -> dict[str, Any]:
-    hooks = importlib.import_module(EVAL_MODULES[modality])
+    hooks = get_modality(modality).hooks()
     folds = make_folds(task, cfg.folds, cfg.seed)
     methods: list[dict] = []
     emb: dict[str, np.ndarray] | None = None
@@ -138,47 +142,30 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
             "tables": hooks.tables(task, cfg, emb)}
 
 
-def load_any_task(spec: str) -> tuple[str, Task]:
+def load_any_task(spec: str, model_modality: str | None = None) -> tuple[str, Task]:
     """(modality, task) for a shipped name, a task YAML, a table or an h5ad (`file.h5ad:label_column`,
-    `dataset:NAME:label_column`)."""
-    from biofm.cells.tasks import is_cell_task, load_cell_task
-    from biofm.dna.tasks import SHIPPED_TASKS, load_task, shipped_task
-    from biofm.text.tasks import SHIPPED_TEXT_TASKS, load_text_task
+    `dataset:NAME:label_column`).
 
-    if spec in SHIPPED_TASKS:
-        return "dna", load_task(shipped_task(spec))
-    if spec in SHIPPED_TEXT_TASKS:
-        return "text", load_text_task(spec)
-    if is_cell_task(spec):
-        return "cells", load_cell_task(spec)
-    path = Path(spec)
-    if path.suffix.lower() in (".yaml", ".yml") and path.is_file():
-        data = cfgmod.read_yaml(path)
-        if data.get("modality") == "text" or "text_column" in data:
-            return "text", load_text_task(spec)
-    elif path.is_file() and _table_has_text_column(path):
-        return "text", load_text_task(spec)
-    return "dna", load_task(spec)
-
-
-def _table_has_text_column(path: Path) -> bool:
-    import gzip
-
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-    try:
-        with opener(path, "rt", errors="replace") as fh:
-            head = fh.readline()
-    except OSError:
-        return False
-    return "text" in head.replace(",", "\t").replace('"', "").strip().split("\t") or head.startswith('{"text"')
+    Each modality says how surely a task is its own (see `Modality.evaluation`); the surest wins, and on
+    a tie — a YAML or table that does not say — the model's modality decides how it is read.
+    """
+    found = modalities()
+    for name, m in found.items():
+        if spec in m.hooks().shipped_tasks():
+            return name, m.hooks().load_task(spec)
+    scores = {name: m.hooks().recognise_task(spec) for name, m in found.items()}
+    best = max(scores.values())
+    if model_modality is not None and scores.get(model_modality, 0) == best:
+        chosen = model_modality
+    elif best > 0:
+        chosen = next(n for n, s in scores.items() if s == best)
+    else:
+        chosen = model_modality or next(iter(found))  # its loader says what is missing
+    return chosen, found[chosen].hooks().load_task(spec)
 
 
-def _model_modality(model_dir: Path, model) -> str:
-    if (model_dir / "biofm_cell.json").exists():
-        return "cells"
-    if getattr(model.config, "biofm_modality", None):
-        return model.config.biofm_modality
-    return "dna"
+def _model_modality(model) -> str:
+    return getattr(model.config, "biofm_modality", None) or "dna"
 
 
 def run_evaluation(cfg: EvaluateConfig) -> Path:
@@ -191,8 +178,8 @@ def run_evaluation(cfg: EvaluateConfig) -> Path:
 
         model_dir = resolve_model_dir(cfg.model)
         model, tok = load_for_embedding(model_dir)
-        model_modality = _model_modality(model_dir, model)
-    tasks = [load_any_task(t) for t in cfg.tasks]
+        model_modality = _model_modality(model)
+    tasks = [load_any_task(t, model_modality) for t in cfg.tasks]
     results = []
     for modality, task in tasks:
         if model_modality is not None and modality != model_modality:

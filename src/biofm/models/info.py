@@ -13,11 +13,13 @@ from biofm.errors import BiofmError
 from biofm.models.presets import PRESETS, build_config, build_model
 
 
-def model_for_info(name_or_path: str) -> tuple[PreTrainedModel, str]:
+def model_for_info(name_or_path: str, vocab: int | None = None) -> tuple[PreTrainedModel, str]:
+    """A preset (built on the meta device, sized for `vocab` tokens or its usual tokenizer's) or a saved model."""
     if name_or_path in PRESETS and not Path(name_or_path).exists():
-        cfg = build_config(name_or_path, vocab_size=4106, pad_id=1, mask_id=2, cls_id=3, eos_id=4)
+        n = vocab or PRESETS[name_or_path].vocab
+        cfg = build_config(name_or_path, vocab_size=n, pad_id=1, mask_id=2, cls_id=3, eos_id=4)
         with torch.device("meta"):  # shapes only, no memory
-            return build_model(cfg), f"preset {name_or_path} (6-mer DNA vocabulary)"
+            return build_model(cfg), f"preset {name_or_path} (a {n:,}-token vocabulary; --vocab N for another)"
     if not Path(name_or_path).exists():
         raise BiofmError(f"{name_or_path}: neither a model folder nor a preset (presets: {', '.join(PRESETS)})")
     from biofm.models.load import load_pretrained
@@ -27,9 +29,9 @@ def model_for_info(name_or_path: str) -> tuple[PreTrainedModel, str]:
     return load_pretrained(name_or_path), str(name_or_path)
 
 
-def print_info(name_or_path: str, console: Console | None = None) -> int:
+def print_info(name_or_path: str, console: Console | None = None, vocab: int | None = None) -> int:
     console = console or Console()
-    model, title = model_for_info(name_or_path)
+    model, title = model_for_info(name_or_path, vocab)
     table = Table(title=f"{title}: {type(model).__name__}")
     for col, justify in [("parameter", "left"), ("shape", "left"), ("count", "right")]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]

@@ -302,6 +302,13 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
         raise BiofmError(f"{tok_dir / 'tokenizer.json'}: cannot be loaded ({_one_line(exc)}); {HINT}") from exc
 
 
+def model_modality(path: str | Path) -> str:
+    """The modality a saved model was pretrained on (config.json's biofm_modality; dna for models that
+    predate it or that another tool wrote), read without loading the model."""
+    folder = resolve_model_dir(path)
+    return str(_check_config(folder).get("biofm_modality") or "dna")
+
+
 def load_masked_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     path = resolve_model_dir(path)
     config = _load_config(path)

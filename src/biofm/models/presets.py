@@ -44,6 +44,7 @@ class Preset:
     max_len: int
     published_params: float | None = None  # as reported by the original authors
     note: str = ""
+    vocab: int = 4106  # the vocabulary `biofm info` sizes it with: its usual tokenizer's (6-mer DNA: 4,106)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,19 +64,21 @@ PRESETS: dict[str, Preset] = {
         Preset("nt-v1-500m", "esm", layers=24, hidden=1280, heads=20, ffn=5120, max_len=1000,
                published_params=500e6, note="NT-v1 500M shape (learned positions)"),
         Preset("gpt2-tiny", "gpt2", layers=2, hidden=128, heads=4, ffn=512, max_len=256,
-               note="text: for CPU demos and tests"),
+               vocab=4096, note="text: for CPU demos and tests"),
         Preset("gpt2-mini", "gpt2", layers=4, hidden=256, heads=8, ffn=1024, max_len=512,
-               note="text: quick CPU experiments"),
+               vocab=4096, note="text: quick CPU experiments"),
         Preset("gpt2-small", "gpt2", layers=12, hidden=768, heads=12, ffn=3072, max_len=1024,
-               published_params=124.4e6, note="GPT-2 small shape (124M with GPT-2's 50,257-token vocabulary)"),
+               published_params=124.4e6, vocab=50257,
+               note="GPT-2 small shape (124M with GPT-2's 50,257-token vocabulary)"),
         Preset("llama-tiny", "llama", layers=2, hidden=128, heads=4, ffn=344, max_len=256,
-               note="text: Llama-style (rotary, SwiGLU, RMSNorm) for CPU demos"),
+               vocab=4096, note="text: Llama-style (rotary, SwiGLU, RMSNorm) for CPU demos"),
         Preset("llama-small", "llama", layers=12, hidden=768, heads=12, ffn=2048, max_len=1024,
-               note="text: Llama-style decoder of GPT-2-small size"),
+               vocab=32000, note="text: Llama-style decoder of GPT-2-small size"),
         Preset("bert-tiny", "bert", layers=2, hidden=128, heads=4, ffn=512, max_len=256,
-               note="text/cells: BERT-style masked LM for CPU demos"),
+               vocab=4096, note="text/cells: BERT-style masked LM for CPU demos"),
         Preset("bert-base", "bert", layers=12, hidden=768, heads=12, ffn=3072, max_len=512,
-               published_params=110e6, note="BERT-base shape (110M with BERT's 30,522-token vocabulary)"),
+               published_params=110e6, vocab=30522,
+               note="BERT-base shape (110M with BERT's 30,522-token vocabulary)"),
     ]
 }
 

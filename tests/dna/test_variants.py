@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from biofm.dna.tokenizer import KmerTokenizer
+from biofm.dna.variants import NOTE_INDEL, NOTE_N_ALLELE, OUTPUT_COLUMNS, score_variants, window_bounds
 from biofm.errors import BiofmError
 from biofm.models.load import load_masked_lm
 from biofm.models.presets import build_config, build_model
-from biofm.use.variants import NOTE_INDEL, NOTE_N_ALLELE, OUTPUT_COLUMNS, score_variants, window_bounds
 
 K = 3
 CHR1_LEN, CHR2_LEN = 400, 150

@@ -219,7 +219,10 @@ def evaluate(
     cfg = cfgmod.build(EvaluateConfig, data, str(config) if config else "evaluate options")
     if not cfg.tasks:
         raise BiofmError("no task given: pass --task TASK.yaml (or --task splice / --task promoter)")
+    from biofm.demo import print_verdicts
+
     dest = run_evaluation(cfg)
+    print_verdicts(json.loads((dest / "results.json").read_text()))
     console.print(f"results: {dest / 'results.json'}   report: {dest / 'report.html'}")
 
 

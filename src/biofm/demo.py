@@ -79,4 +79,6 @@ def print_verdicts(results: dict) -> None:
                 console.print(tab)
         if t.get("verdict"):
             console.print(t["verdict"]["sentence"])
+        if t.get("control_sentence"):
+            console.print(t["control_sentence"])
     console.print(f"overall: the model {results['overall']} tasks")

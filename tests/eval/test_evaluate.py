@@ -47,10 +47,11 @@ def _evaluate(tmp, out, extra=()):
 def test_outputs_and_verdict(setup):
     res = _evaluate(setup, setup / "out")
     names = {m["name"] for m in res["methods"]}
-    assert names == {"probe-logreg-mean", "probe-logreg-cls", "finetune-ia3", "baseline-kmer_logreg",
-                     "baseline-raw_token_logreg"}
+    model_side = {"probe-logreg-mean", "probe-logreg-cls", "finetune-ia3"}
+    assert names == model_side | {f"control-{n}" for n in model_side} | {"baseline-kmer_logreg",
+                                                                          "baseline-raw_token_logreg"}
     for m in res["methods"]:
-        assert m["kind"] in ("probe", "finetune", "baseline") and len(m["per_fold"]) == 3
+        assert m["kind"] in ("probe", "finetune", "baseline", "control") and len(m["per_fold"]) == 3
         assert {"mcc", "accuracy", "macro_f1", "auroc", "auprc"} <= set(m["summary"]) and m["seconds"] >= 0
     probe = next(m for m in res["methods"] if m["name"] == "probe-logreg-mean")
     assert len(probe["per_layer"]) == 3 and len(probe["layers_chosen"]) == 3  # embeddings + 2 layers
@@ -62,6 +63,44 @@ def test_outputs_and_verdict(setup):
     for f in ["results.csv", "probing.png", "report.html"]:
         assert (setup / "out" / f).exists()
     assert "baseline-kmer_logreg" in (setup / "out" / "results.csv").read_text()
+
+
+def test_random_weights_control_of_an_unpretrained_model_shows_no_gain(setup):
+    """The fixture's model IS a fresh initialisation with seed 0, so its control (same architecture and
+    tokenizer, fresh weights from the same seed) must score exactly the same on every fold."""
+    res = _evaluate(setup, setup / "out-control")
+    task = res["tasks"][0]
+    gains = {g["method"]: g for g in task["pretraining_gain"]}
+    assert set(gains) == {"probe-logreg-mean", "probe-logreg-cls", "finetune-ia3"}
+    for g in gains.values():
+        assert g["gain"] == 0.0 and g["paired_gain_mean"] == 0.0 and g["outcome"] == "no gain"
+    assert "pretraining no gain" in task["control_sentence"] and "only matches" in task["control_sentence"]
+    assert task["verdict"]["model_method"].startswith(("probe", "finetune"))  # never a control method
+    assert "random-weights control" in (setup / "out-control" / "report.html").read_text()
+    off = _evaluate(setup, setup / "out-nocontrol", ["--set", "control=false"])
+    assert not [m for m in off["methods"] if m["kind"] == "control"] and off["tasks"][0]["pretraining_gain"] is None
+
+
+def test_control_differs_from_a_trained_model(setup, tmp_path):
+    """A model whose weights differ from its seed's initialisation gets a control that differs too."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from biofm.eval.control import make_control_model
+
+    trained = AutoModelForMaskedLM.from_pretrained(setup / "model")
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01)
+    trained.save_pretrained(tmp_path / "trained")
+    KmerTokenizer(2).save(tmp_path / "trained")
+    control = AutoModelForMaskedLM.from_pretrained(make_control_model(tmp_path / "trained", tmp_path / "c", 0))
+    fresh = AutoModelForMaskedLM.from_pretrained(setup / "model")
+    for (name, a), b, c in zip(control.state_dict().items(), fresh.state_dict().values(),
+                               trained.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # the control is the seed's initialisation ...
+        assert not torch.equal(a, c) or a.numel() == 0, name  # ... not the trained weights
+    assert (tmp_path / "c" / "tokenizer.json").exists() or any((tmp_path / "c").glob("*.json"))
 
 
 def test_embeddings_cached_across_runs(setup, monkeypatch):
@@ -96,7 +135,7 @@ def test_too_long_sequences_error_then_windows(setup, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--model", str(setup / "model"), "--task", str(task), "--out", str(setup / "l"),
               "--folds", "2", "--set", "probes.kinds=[logreg]", "--set", "probes.tune_trials=3",
-              "--set", "finetune.methods=[]", "--set", "baselines.run=[kmer_logreg]",
+              "--set", "finetune.methods=[]", "--set", "baselines.run=[kmer_logreg]", "--set", "control=false",
               "--set", f"cache_dir={setup / 'cache'}"])
     assert exc.value.code in (0, None)
     res = json.loads((setup / "l" / "results.json").read_text())

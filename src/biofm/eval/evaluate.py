@@ -23,6 +23,8 @@ from rich.console import Console
 
 from biofm.config import Schema
 from biofm.errors import BiofmError
+from biofm.eval.control import PREFIX as CONTROL_PREFIX
+from biofm.eval.control import gain_sentence, make_control_model, pretraining_gain
 from biofm.eval.finetune import FinetuneConfig
 from biofm.eval.folds import make_folds, validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics, summarise
@@ -56,6 +58,8 @@ class EvaluateBase(Schema):
     embed_batch_size: PositiveInt = 64
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    control: bool = Field(True, description="also run the model's methods on its random-weights twin (same "
+                          "architecture and tokenizer, fresh weights from `seed`): the pretraining gain")
     cache_dir: str | None = None
 
 
@@ -114,21 +118,37 @@ def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cf
     return out
 
 
+def _model_side(task: Task, folds: list[Fold], cfg: EvaluateConfig, hooks: Any, model_dir: Path, model, tok,
+                control: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Probes and the modality's model methods (fine-tuning, kNN) for one model; a control's methods are
+    named control-NAME and kind 'control', so verdicts against the baselines never take them."""
+    t0 = time.perf_counter()
+    emb = hooks.embeddings(task, cfg, model_dir, model, tok)
+    who = "random-weights control" if control else "model"
+    console.print(f"[{task.name}] {who} embeddings {tuple(emb['mean'].shape)} in {time.perf_counter() - t0:.1f}s")
+    methods = _probe_methods(task, folds, emb, cfg)
+    for name, kind, run in hooks.model_methods(task, folds, emb, cfg, model_dir, model, tok):
+        t0 = time.perf_counter()
+        methods.append(_scored(name, kind, task, run(), time.perf_counter() - t0))
+        console.print(f"[{task.name}] {who} {name} in {methods[-1]['seconds']:.1f}s")
+    if control:
+        for m in methods:
+            m["name"], m["kind"] = CONTROL_PREFIX + m["name"], "control"
+    return methods, emb
+
+
 def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model=None, tok=None,
-                  modality: str = "dna") -> dict[str, Any]:
+                  modality: str = "dna", control: tuple[Path, Any, Any] | None = None) -> dict[str, Any]:
+    """Every method on the same folds; `control` = (folder, model, tokenizer) of the random-weights twin."""
     hooks = get_modality(modality).hooks()
     folds = make_folds(task, cfg.folds, cfg.seed)
     methods: list[dict] = []
     emb: dict[str, np.ndarray] | None = None
     if model is not None:
-        t0 = time.perf_counter()
-        emb = hooks.embeddings(task, cfg, model_dir, model, tok)
-        console.print(f"[{task.name}] embeddings {tuple(emb['mean'].shape)} in {time.perf_counter() - t0:.1f}s")
-        methods += _probe_methods(task, folds, emb, cfg)
-        for name, kind, run in hooks.model_methods(task, folds, emb, cfg, model_dir, model, tok):
-            t0 = time.perf_counter()
-            methods.append(_scored(name, kind, task, run(), time.perf_counter() - t0))
-            console.print(f"[{task.name}] {name} in {methods[-1]['seconds']:.1f}s")
+        assert model_dir is not None
+        methods, emb = _model_side(task, folds, cfg, hooks, model_dir, model, tok)
+        if control is not None:
+            methods += _model_side(task, folds, cfg, hooks, *control, control=True)[0]
     for name, method in hooks.baselines(cfg):
         t0 = time.perf_counter()
         preds = method(task, folds, cfg.seed)
@@ -136,9 +156,11 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
         console.print(f"[{task.name}] baseline-{name} in {methods[-1]['seconds']:.1f}s")
     metric = HEADLINE[task.type]
     verdict = task_verdict(task.name, methods, metric)
+    gain = pretraining_gain(methods, metric) if control is not None else None
     return {"task": task.name, "type": task.type, "modality": modality, "n": len(task.labels),
             "classes": task.classes, "folds": len(folds), "headline_metric": metric, "methods": methods,
             "verdict": None if verdict is None else {**vars(verdict), "sentence": verdict.sentence()},
+            "pretraining_gain": gain, "control_sentence": gain_sentence(task.name, gain) if gain is not None else None,
             "tables": hooks.tables(task, cfg, emb)}
 
 
@@ -180,12 +202,16 @@ def run_evaluation(cfg: EvaluateConfig) -> Path:
         model, tok = load_for_embedding(model_dir)
         model_modality = _model_modality(model)
     tasks = [load_any_task(t, model_modality) for t in cfg.tasks]
+    control = None
+    if model_dir is not None and cfg.control:
+        control_dir = make_control_model(model_dir, Path(cfg.out) / "control-model", cfg.seed)
+        control = (control_dir, *load_for_embedding(control_dir))
     results = []
     for modality, task in tasks:
         if model_modality is not None and modality != model_modality:
             raise BiofmError(f"{task.source}: a {modality} task cannot be scored with a {model_modality} model "
                              f"({model_dir})")
-        results.append(evaluate_task(task, cfg, model_dir, model, tok, modality))
+        results.append(evaluate_task(task, cfg, model_dir, model, tok, modality, control))
     verdicts = [r["verdict"] for r in results if r["verdict"]]
     overall = count_sentence([v["outcome"] for v in verdicts]) if verdicts else "no verdict (no model)"
     return write_outputs(Path(cfg.out), {"model": str(model_dir) if model_dir else None, "overall": overall,

@@ -76,6 +76,7 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
     ids = [tokenizer(s, truncation=True, max_length=max_tokens)["input_ids"] for s in task.inputs]
     pad = tokenizer.pad_token_id
     n_labels = task.n_classes if task.type == "classification" else 1
+    torch.manual_seed(seed)  # the new classification head's initialisation: the same every run
     base = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=n_labels, use_safetensors=True,
         problem_type="single_label_classification" if task.type == "classification" else "regression")

@@ -81,6 +81,8 @@ def verdict_table_html(results: dict[str, Any]) -> str:
         parts.append(f"<h3>{html.escape(t['task'])} ({t['type']}, n={t['n']}, {t['folds']} folds)</h3>")
         if v:
             parts.append(f"<p>{html.escape(v['sentence'])}</p>")
+        if t.get("control_sentence"):
+            parts.append(f"<p>{html.escape(t['control_sentence'])}</p>")
         extra = [k for k in ("accuracy", "macro_f1", "auroc", "r2") if k in t["methods"][0]["summary"]]
         head = "".join(f"<th>{h}</th>" for h in ["method", "kind", metric, *extra, "seconds"])
         rows = []
@@ -89,6 +91,9 @@ def verdict_table_html(results: dict[str, Any]) -> str:
             cells.append(f"{m['seconds']:.1f}")
             rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
         parts.append(f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+        if t.get("pretraining_gain"):
+            parts.append("<h4>Pretraining gain: model − its random-weights control, same folds</h4>"
+                         + _rows_html(t["pretraining_gain"]))
         for table in t.get("tables") or []:
             parts.append(f"<h4>{html.escape(table['title'])}</h4>{_rows_html(table['rows'])}")
     return "".join(parts)

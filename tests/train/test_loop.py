@@ -175,3 +175,12 @@ def test_flops_per_token_is_what_a_full_training_pass_counts(arch):
     with FlopCounterMode(display=False) as counter:
         model(input_ids=ids).logits.sum().backward()
     assert _flops_per_token(model, 64) == pytest.approx(counter.get_total_flops() / ids.numel(), rel=1e-3)
+
+
+def test_a_global_batch_below_one_block_is_said(tmp_path, capsys):
+    t = _trainer(tmp_path, global_batch_tokens=10)  # blocks are 32 tokens
+    assert t.layout.global_seqs == 1
+    assert "train.global_batch_tokens=10 is below one block of 32 tokens; each step uses 1 block" in \
+        capsys.readouterr().err
+    _trainer(tmp_path / "b", global_batch_tokens=64)
+    assert "below one block" not in capsys.readouterr().err

@@ -22,7 +22,6 @@ class -- is one line naming the file and what to change.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,13 @@ from rich.console import Console
 from biofm.config import Schema, build, read_yaml
 from biofm.datasets import REFERENCE_PREFIX, get, is_reference, resolve
 from biofm.errors import BiofmError
+from biofm.eval.tables import MIN_EXAMPLES, MIN_PER_CLASS, class_codes, label_text, resolve_file
 from biofm.eval.types import SHIPPED_TASKS_DIR, Task
 
 __all__ = ["MIN_CELLS", "CellTaskSpec", "is_cell_task", "load_cell_task", "split_label_suffix"]
 
-# Fewer cells than this cannot give a cross-validated score that means anything.
-MIN_CELLS = 10
-# A class with one cell cannot appear on both sides of any split.
-MIN_PER_CLASS = 2
+# Fewer cells than this cannot give a cross-validated score that means anything (every modality's rule).
+MIN_CELLS = MIN_EXAMPLES
 
 SHIPPED_CELL_TASKS: dict[str, str] = {"pbmc-celltypes": "pbmc_celltypes.yaml"}
 _SUFFIXED = re.compile(r"^(?P<path>.+\.h5ad):(?P<label>[^:/\\]+)$", re.IGNORECASE)
@@ -134,7 +132,7 @@ def load_cell_task(
         if batch_column:
             data["batch_column"] = batch_column
         spec = build(CellTaskSpec, data, str(yaml_path))
-        h5ad = _resolve(yaml_path, spec.h5ad)
+        h5ad = resolve_file(yaml_path, spec.h5ad, "h5ad", expected="an .h5ad file")
         source = yaml_path
     if min_cells_per_class is not None:
         spec.min_cells_per_class = min_cells_per_class
@@ -148,19 +146,6 @@ def _reference_parts(text: str) -> tuple[str, str | None]:
     """`dataset:pbmc700:bulk_labels` -> ("pbmc700", "bulk_labels")."""
     name, _, label = text[len(REFERENCE_PREFIX):].partition(":")
     return name, label or None
-
-
-def _resolve(yaml_path: Path, name: str) -> Path:
-    if is_reference(name):
-        return resolve(name)
-    p = Path(name).expanduser()
-    if not p.is_absolute():
-        p = yaml_path.parent / p
-    if not p.exists():
-        raise BiofmError(f"{yaml_path}: h5ad file {name!r} not found (looked for {p})")
-    if p.is_dir():
-        raise BiofmError(f"{yaml_path}: h5ad {name!r} is a folder, expected an .h5ad file")
-    return p
 
 
 def _read_annotations(h5ad: Path) -> tuple[Any, list[str], list[str], tuple[int, int]]:
@@ -185,30 +170,12 @@ def _read_annotations(h5ad: Path) -> tuple[Any, list[str], list[str], tuple[int,
     return obs, var_cols, layers, (shape[0], shape[1])
 
 
-def _label_text(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ""
-        if v.is_integer():
-            return str(int(v))
-    return str(v).strip()
-
-
-def _as_number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _texts(obs: Any, column: str) -> np.ndarray:
     import pandas as pd
 
     values = obs[column]
     missing = pd.isna(values).to_numpy()
-    texts = np.array([_label_text(v) for v in values.astype(object).tolist()], dtype=object)
+    texts = np.array([label_text(v) for v in values.astype(object).tolist()], dtype=object)
     texts[missing] = ""
     return texts
 
@@ -256,15 +223,7 @@ def _task_from_file(spec: CellTaskSpec, h5ad: Path, source: str) -> Task:
     if len(rows) < MIN_CELLS:
         raise BiofmError(f"{h5ad}: only {len(rows)} labelled cell(s) in {what}; a task needs at least {MIN_CELLS}")
 
-    kept = texts[rows]
-    unique = sorted(set(kept.tolist()))
-    numbers = {t: _as_number(t) for t in unique}
-    if all(v is not None for v in numbers.values()):
-        unique.sort(key=lambda t: (numbers[t], t))
-    if len(unique) < 2:
-        raise BiofmError(f"{h5ad}: only one class ({unique[0]!r}) in {what}; classification needs at least two")
-    code = {c: i for i, c in enumerate(unique)}
-    labels = np.array([code[t] for t in kept.tolist()], dtype=np.int64)
+    labels, unique = class_codes(texts[rows].tolist(), h5ad, what)
     counts = np.bincount(labels, minlength=len(unique))
     if counts.min() < MIN_PER_CLASS:
         small = [f"{unique[i]!r}" for i in np.flatnonzero(counts < MIN_PER_CLASS)]

@@ -1,10 +1,11 @@
 """Labelled DNA tasks described by a small YAML file.
 
-A task YAML names the examples (a CSV/TSV/parquet table, or one FASTA file per class) and whether
-the label is a class or a number. Everything a user can get wrong in those files -- a missing
+A task YAML names the examples (a CSV/TSV/JSONL/parquet table, or one FASTA file per class) and
+whether the label is a class or a number. Everything a user can get wrong in those files -- a missing
 column, an empty sequence, a non-numeric regression label, a single class -- is reported as one
 line naming the file and, for text tables, the line, because the alternative is a stack trace from
-deep inside a model several minutes into an evaluation.
+deep inside a model several minutes into an evaluation. Reading tables and the label, fold and size
+rules are every modality's and live in `biofm.eval.tables`; this module adds what is DNA's own.
 
 Sequences published in DNABERT's format (overlapping k-mers separated by spaces) are recognised and
 turned back into plain sequences, so a benchmark file can be used as downloaded.
@@ -12,13 +13,8 @@ turned back into plain sequences, so a benchmark file can be used as downloaded.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import itertools
 import math
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,9 +22,17 @@ import numpy as np
 from pydantic import Field, PositiveInt
 
 from biofm.config import Schema, build, read_yaml
-from biofm.datasets import is_reference, resolve
 from biofm.dna.fasta import normalise_sequence, read_fasta
 from biofm.errors import BiofmError, where
+from biofm.eval.tables import (
+    Row,
+    check_header_options,
+    read_table,
+    require_examples,
+    resolve_file,
+    table_rows,
+    task_arrays,
+)
 from biofm.eval.types import SHIPPED_TASKS_DIR, Task
 
 __all__ = [
@@ -41,18 +45,8 @@ __all__ = [
     "unspace_kmers",
 ]
 
-# Fewer examples than this cannot give a cross-validated score that means anything.
-MIN_EXAMPLES = 10
-# A class seen once cannot appear on both sides of any split.
-MIN_PER_CLASS = 2
-
 TASKS_DIR = SHIPPED_TASKS_DIR
 SHIPPED_TASKS: dict[str, str] = {"splice": "splice.yaml", "promoter": "promoter.yaml"}
-
-_PARQUET_SUFFIXES = (".parquet", ".pq")
-_DELIMITER_BY_SUFFIX = {".csv": ",", ".txt": ",", ".tsv": "\t", ".tab": "\t"}
-_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class TaskSpec(Schema):
@@ -61,7 +55,7 @@ class TaskSpec(Schema):
     name: str = Field(min_length=1)
     type: Literal["classification", "regression"]
     description: str = ""
-    table: str | None = Field(None, description="CSV/TSV/parquet file, relative to the YAML's folder")
+    table: str | None = Field(None, description="CSV/TSV/JSONL/parquet file, relative to the YAML's folder")
     fasta: dict[str | int, str] | None = Field(None, description="class label -> FASTA file (one class per file)")
     sequence_column: str = "sequence"
     label_column: str = "label"
@@ -71,16 +65,6 @@ class TaskSpec(Schema):
     delimiter: str | None = Field(None, description="default by extension: .csv/.txt comma, .tsv/.tab tab")
     max_length_bp: PositiveInt | None = None
     long_sequences: Literal["error", "truncate", "windows"] = "error"
-
-
-@dataclass
-class _Row:
-    """One example before validation; `loc` is the file-and-line prefix for its error messages."""
-
-    loc: str
-    seq: Any
-    label: Any
-    fold: Any = None
 
 
 # ---------------------------------------------------------------------------------------- public API
@@ -95,24 +79,22 @@ def load_task(path: str | Path) -> Task:
     if spec.description:
         meta["description"] = spec.description
     if spec.table is not None:
-        table = _resolve(yaml_path, spec.table, "table")
-        rows, data_source, has_folds = _table_rows(spec, yaml_path, table)
+        table = resolve_file(yaml_path, spec.table, "table")
+        names, records = read_table(table, yaml_path, header=spec.header, columns=spec.columns,
+                                    delimiter=spec.delimiter)
+        rows, fold_column = table_rows(
+            table, names, records, source=yaml_path, input_key="sequence_column",
+            input_column=spec.sequence_column, label_column=spec.label_column, fold_column=spec.fold_column,
+        )
         meta["table"] = str(table)
-        label_what = f"column {spec.label_column!r}"
+        data_source, label_what = str(table), f"column {spec.label_column!r}"
     else:
-        assert spec.fasta is not None
-        rows = _fasta_rows(spec, yaml_path)
-        data_source, has_folds = str(yaml_path), False
-        label_what = "fasta:"
+        rows, fold_column = _fasta_rows(spec, yaml_path), None
+        data_source, label_what = str(yaml_path), "fasta:"
 
-    if len(rows) < MIN_EXAMPLES:
-        raise BiofmError(f"{data_source}: only {len(rows)} example(s); a task needs at least {MIN_EXAMPLES}")
+    require_examples(len(rows), data_source)
     inputs = [_clean_sequence(r) for r in rows]
-    if spec.type == "classification":
-        labels, classes = _class_labels(rows, data_source, label_what)
-    else:
-        labels, classes = _regression_labels(rows, data_source), None
-    folds = _folds(rows, data_source, spec.fold_column or "fold") if has_folds else None
+    labels, classes, folds = task_arrays(rows, spec.type, data_source, label_what=label_what, fold_column=fold_column)
 
     task = Task(
         name=spec.name,
@@ -211,235 +193,31 @@ def _check_spec(spec: TaskSpec, yaml_path: Path) -> None:
             raise BiofmError(f"{yaml_path}: key {used[0]!r} applies to table: tasks, not fasta:")
         if not spec.fasta:
             raise BiofmError(f"{yaml_path}: fasta: is empty; map each class label to a FASTA file")
-    if not spec.header and not spec.columns:
-        raise BiofmError(f"{yaml_path}: header: false needs columns: [...] naming the table's columns in order")
-    if spec.header and spec.columns:
-        raise BiofmError(f"{yaml_path}: columns: names a table without a header line; add header: false")
-    if spec.columns and len(set(spec.columns)) != len(spec.columns):
-        raise BiofmError(f"{yaml_path}: columns: has duplicate names {spec.columns}")
+    check_header_options(yaml_path, spec.header, spec.columns)
 
 
-def _resolve(yaml_path: Path, name: str, key: str) -> Path:
-    """A file named in a task YAML: relative to the YAML's folder, or `dataset:NAME` from the registry."""
-    if is_reference(name):
-        return resolve(name)
-    p = Path(name).expanduser()
-    if not p.is_absolute():
-        p = yaml_path.parent / p
-    if not p.exists():
-        raise BiofmError(f"{yaml_path}: {key} file {name!r} not found (looked for {p})")
-    if p.is_dir():
-        raise BiofmError(f"{yaml_path}: {key} {name!r} is a folder, expected a file")
-    return p
-
-
-def _delimiter(spec: TaskSpec, yaml_path: Path, table: Path) -> str:
-    if spec.delimiter is not None:
-        d = _DELIMITER_NAMES.get(spec.delimiter.lower(), spec.delimiter)
-        if len(d) != 1:
-            raise BiofmError(f"{yaml_path}: delimiter must be one character (or tab/comma), got {spec.delimiter!r}")
-        return d
-    suffix = _base_suffix(table)
-    if suffix not in _DELIMITER_BY_SUFFIX:
-        raise BiofmError(
-            f"{table}: unknown table format {suffix or '(no extension)'!r}; use .csv, .tsv, .txt, .parquet "
-            "or set delimiter: in the task YAML"
-        )
-    return _DELIMITER_BY_SUFFIX[suffix]
-
-
-def _base_suffix(p: Path) -> str:
-    suffixes = [s.lower() for s in p.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes.pop()
-    return suffixes[-1] if suffixes else ""
-
-
-def _table_rows(spec: TaskSpec, yaml_path: Path, table: Path) -> tuple[list[_Row], str, bool]:
-    """Rows of a table task, whether it has a fold column, and the name to blame for table-wide errors."""
-    if _base_suffix(table) in _PARQUET_SUFFIXES:
-        if not spec.header:
-            raise BiofmError(f"{yaml_path}: header: false applies to text tables; parquet has column names")
-        names, records = _read_parquet(table)
-    else:
-        names, records = _read_text(table, _delimiter(spec, yaml_path, table), spec.columns)
-    if not records:
-        raise BiofmError(f"{table}: no data rows")
-
-    def col(key: str, name: str) -> int:
-        if name not in names:
-            raise BiofmError(
-                f"{table}: no column {name!r} (columns found: {', '.join(names)}); set {key}: in {yaml_path.name}"
-            )
-        return names.index(name)
-
-    i_seq = col("sequence_column", spec.sequence_column)
-    i_label = col("label_column", spec.label_column)
-    i_fold: int | None = None
-    if spec.fold_column is not None:
-        i_fold = col("fold_column", spec.fold_column)
-    elif "fold" in names:
-        i_fold = names.index("fold")
-    rows = [
-        _Row(loc, vals[i_seq], vals[i_label], vals[i_fold] if i_fold is not None else None) for loc, vals in records
-    ]
-    return rows, str(table), i_fold is not None
-
-
-def _read_text(table: Path, delimiter: str, columns: list[str] | None) -> tuple[list[str], list[tuple[str, list]]]:
-    """Parse a delimited text table keeping each row's line number (pandas would lose it)."""
-    raw = table.read_bytes()
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error):
-            raise BiofmError(f"{table}: truncated or corrupt gzip file") from None
-    if b"\x00" in raw:
-        raise BiofmError(f"{table}: unreadable table: binary data, expected CSV/TSV text (or a .parquet name)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise BiofmError(f"{where(table, line)}: unreadable table: not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
-    names = list(columns) if columns else None
-    records: list[tuple[str, list]] = []
-    try:
-        for row in reader:
-            fields = [f.strip() for f in row]
-            if not any(fields):
-                continue
-            line = reader.line_num
-            if names is None:
-                names = fields
-                if len(set(names)) != len(names):
-                    raise BiofmError(f"{where(table, line)}: duplicate column names in header {names}")
-                continue
-            while len(fields) > len(names) and not fields[-1]:
-                fields.pop()  # a trailing delimiter is harmless
-            if len(fields) != len(names):
-                raise BiofmError(
-                    f"{where(table, line)}: {len(fields)} field(s), expected {len(names)} ({', '.join(names)}); "
-                    f"is the delimiter {delimiter!r} right?"
-                )
-            records.append((where(table, line), fields))
-    except csv.Error as exc:
-        raise BiofmError(f"{where(table, reader.line_num)}: unreadable table ({exc})") from None
-    if names is None:
-        raise BiofmError(f"{table}: empty table")
-    return names, records
-
-
-def _read_parquet(table: Path) -> tuple[list[str], list[tuple[str, list]]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        data = pq.read_table(table)
-    except (pa.ArrowException, OSError) as exc:
-        raise BiofmError(f"{table}: unreadable parquet file ({str(exc).splitlines()[0]})") from None
-    names = [str(n) for n in data.column_names]
-    cols = [data.column(i).to_pylist() for i in range(data.num_columns)]
-    records = [(f"{table}, row {i + 1}", [c[i] for c in cols]) for i in range(data.num_rows)]
-    return names, records
-
-
-def _fasta_rows(spec: TaskSpec, yaml_path: Path) -> list[_Row]:
+def _fasta_rows(spec: TaskSpec, yaml_path: Path) -> list[Row]:
     assert spec.fasta is not None
-    rows: list[_Row] = []
+    rows: list[Row] = []
     for label, name in spec.fasta.items():
-        path = _resolve(yaml_path, name, f"fasta (class {label!r})")
+        path = resolve_file(yaml_path, name, f"fasta (class {label!r})")
         before = len(rows)
         for rec in read_fasta(path):
-            rows.append(_Row(where(path, rec.line, rec.name), rec.seq, str(label)))
+            rows.append(Row(where(path, rec.line, rec.name), rec.seq, str(label)))
         if len(rows) == before:  # read_fasta already refuses files without records; belt and braces
             raise BiofmError(f"{path}: no sequences for class {label!r}")
     return rows
 
 
-def _clean_sequence(row: _Row) -> str:
-    if row.seq is None or not isinstance(row.seq, str):
-        if row.seq is None:
+def _clean_sequence(row: Row) -> str:
+    if row.input is None or not isinstance(row.input, str):
+        if row.input is None:
             raise BiofmError(f"{row.loc}: empty sequence")
-        raise BiofmError(f"{row.loc}: sequence is a {type(row.seq).__name__} ({row.seq!r}), expected text")
-    seq = normalise_sequence(unspace_kmers(row.seq), row.loc)
+        raise BiofmError(f"{row.loc}: sequence is a {type(row.input).__name__} ({row.input!r}), expected text")
+    seq = normalise_sequence(unspace_kmers(row.input), row.loc)
     if not seq:
         raise BiofmError(f"{row.loc}: empty sequence")
     return seq
-
-
-def _label_text(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v).strip()
-
-
-def _as_number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _class_labels(rows: list[_Row], source: str, what: str) -> tuple[np.ndarray, list[str]]:
-    texts = [_label_text(r.label) for r in rows]
-    for r, t in zip(rows, texts, strict=True):
-        if not t:
-            raise BiofmError(f"{r.loc}: empty label")
-    unique = set(texts)
-    numbers = {t: _as_number(t) for t in unique}
-    if all(v is not None for v in numbers.values()):
-        classes = sorted(unique, key=lambda t: (numbers[t], t))
-    else:
-        classes = sorted(unique)
-    if len(classes) < 2:
-        raise BiofmError(f"{source}: only one class ({classes[0]!r}) in {what}; classification needs at least two")
-    code = {c: i for i, c in enumerate(classes)}
-    labels = np.array([code[t] for t in texts], dtype=np.int64)
-    counts = np.bincount(labels, minlength=len(classes))
-    for i, n in enumerate(counts.tolist()):
-        if n < MIN_PER_CLASS:
-            first = rows[int(np.argmax(labels == i))].loc
-            raise BiofmError(
-                f"{source}: class {classes[i]!r} has only {n} example ({first}); "
-                f"each class needs at least {MIN_PER_CLASS}"
-            )
-    return labels, classes
-
-
-def _regression_labels(rows: list[_Row], source: str) -> np.ndarray:
-    out = np.empty(len(rows), dtype=np.float64)
-    for i, r in enumerate(rows):
-        v = r.label
-        if isinstance(v, bool) or v is None:
-            value = None
-        elif isinstance(v, int | float):
-            value = float(v)
-        else:
-            value = _as_number(str(v).strip())
-        if value is None or not math.isfinite(value):
-            shown = "" if v is None else v
-            raise BiofmError(f"{r.loc}: label {shown!r} is not a finite number (task type is regression)")
-        out[i] = value
-    if np.all(out == out[0]):
-        raise BiofmError(f"{source}: every label is {out[0]:g}; regression needs labels that vary")
-    return out
-
-
-def _folds(rows: list[_Row], source: str, column: str) -> np.ndarray:
-    out = np.empty(len(rows), dtype=np.int64)
-    for i, r in enumerate(rows):
-        v = r.fold
-        number = _as_number(_label_text(v)) if not isinstance(v, bool) else None
-        if number is None or not number.is_integer():
-            raise BiofmError(f"{r.loc}: fold {'' if v is None else v!r} is not an integer (column {column!r})")
-        out[i] = int(number)
-    values = np.unique(out)
-    if len(values) < 2:
-        raise BiofmError(f"{source}: column {column!r} has only one fold ({values[0]}); need at least two")
-    return out
 
 
 def _check_limit(task: Task, limit_bp: int, what: str) -> None:

@@ -24,18 +24,17 @@ it removed, so the report's counts are exact:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import re
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from biofm.datasets import resolve
 from biofm.errors import BiofmError, where
+from biofm.eval.tables import text_lines
 from biofm.io.atomic import write_json
 from biofm.text.config import CleaningConfig
 
@@ -106,36 +105,6 @@ def list_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _open(path: Path) -> IO[bytes]:
-    fh = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-    if fh.read(2) == _GZIP_MAGIC:
-        fh.close()
-        return gzip.open(path, "rb")
-    fh.seek(0)
-    return fh
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, decoded line without its terminator), strictly UTF-8, one line at a time."""
-    n = 0
-    try:
-        with _open(path) as fh:
-            for n, raw in enumerate(fh, 1):
-                if b"\x00" in raw:
-                    raise BiofmError(f"{where(path, n)}: binary data (NUL byte), expected UTF-8 text")
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise BiofmError(f"{where(path, n)}: not UTF-8 text (a binary file?)") from None
-                if n == 1:
-                    text = text.removeprefix("\ufeff")
-                yield n, text.rstrip("\r\n")
-    except (EOFError, zlib.error, gzip.BadGzipFile):
-        raise BiofmError(f"{where(path, n + 1)}: truncated or corrupt gzip file") from None
-    except OSError as exc:
-        raise BiofmError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
 def read_file(path: str | Path, text_field: str = "text") -> Iterator[Document]:
     """The documents of one file, lazily; BiofmError naming the file and line for a bad record."""
     path = Path(path)
@@ -144,11 +113,11 @@ def read_file(path: str | Path, text_field: str = "text") -> Iterator[Document]:
         raise BiofmError(f"{path}: unsupported file type; expected {_SUPPORTED}")
     src = str(path)
     if kind == ".txt":
-        for n, line in _lines(path):
+        for n, line in text_lines(path):
             if line.strip():
                 yield Document(line, src, n)
         return
-    for n, line in _lines(path):
+    for n, line in text_lines(path):
         if not line.strip():
             continue
         try:

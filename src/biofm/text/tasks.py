@@ -24,33 +24,26 @@ evaluator reads it from `task.meta`), which is the usual practice for text class
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from biofm.config import Schema, build, read_yaml
-from biofm.dna.tasks import (
-    _DELIMITER_BY_SUFFIX,
-    _DELIMITER_NAMES,
-    _PARQUET_SUFFIXES,
-    MIN_EXAMPLES,
-    TASKS_DIR,
-    _as_number,
-    _base_suffix,
-    _class_labels,
-    _folds,
-    _label_text,
-    _read_parquet,
-    _read_text,
-    _regression_labels,
-    _resolve,
-    _Row,
+from biofm.errors import BiofmError
+from biofm.eval.tables import (
+    TABLE_SUFFIXES,
+    Row,
+    base_suffix,
+    check_header_options,
+    infer_task_type,
+    read_table,
+    require_examples,
+    resolve_file,
+    table_rows,
+    task_arrays,
 )
-from biofm.errors import BiofmError, where
-from biofm.eval.types import Task
-from biofm.text.corpus import _lines
+from biofm.eval.types import SHIPPED_TASKS_DIR, Task
 
 __all__ = [
     "SHIPPED_TEXT_TASKS",
@@ -61,7 +54,6 @@ __all__ = [
 
 SHIPPED_TEXT_TASKS: dict[str, str] = {"pubmedqa": "pubmedqa.yaml"}
 _YAML_SUFFIXES = (".yaml", ".yml")
-_TABLE_SUFFIXES = (*_DELIMITER_BY_SUFFIX, *_PARQUET_SUFFIXES, ".jsonl")
 
 
 class TextTaskSpec(Schema):
@@ -90,7 +82,7 @@ def shipped_text_task(name: str) -> Path:
     file = SHIPPED_TEXT_TASKS.get(name)
     if file is None:
         raise BiofmError(f"unknown shipped text task {name!r}; available: {', '.join(SHIPPED_TEXT_TASKS)}")
-    return TASKS_DIR / file
+    return SHIPPED_TASKS_DIR / file
 
 
 def load_text_task(path: str | Path) -> Task:
@@ -104,8 +96,8 @@ def load_text_task(path: str | Path) -> Task:
         raise BiofmError(f"{p}: is a folder, expected a task YAML or a table")
     if p.suffix.lower() in _YAML_SUFFIXES:
         spec = build(TextTaskSpec, read_yaml(p), str(p))
-        return _load(spec, p, _resolve(p, spec.table, "table"), bare=False)
-    if _base_suffix(p) not in _TABLE_SUFFIXES:
+        return _load(spec, p, resolve_file(p, spec.table, "table"), bare=False)
+    if base_suffix(p) not in TABLE_SUFFIXES:
         raise BiofmError(f"{p}: unknown task file type; use a task YAML or a .csv/.tsv/.jsonl/.parquet table")
     name = p.name
     for s in reversed(p.suffixes):
@@ -118,34 +110,18 @@ def load_text_task(path: str | Path) -> Task:
 
 
 def _load(spec: TextTaskSpec, source: Path, table: Path, *, bare: bool) -> Task:
-    if not spec.header and not spec.columns:
-        raise BiofmError(f"{source}: header: false needs columns: [...] naming the table's columns in order")
-    if spec.header and spec.columns:
-        raise BiofmError(f"{source}: columns: names a table without a header line; add header: false")
-    names, records = _read_table(spec, source, table)
-    if not records:
-        raise BiofmError(f"{table}: no data rows")
-
-    def col(key: str, name: str) -> int:
-        if name not in names:
-            fix = (f"the table needs columns {spec.text_column!r} and {spec.label_column!r}" if bare
-                   else f"set {key}: in {source.name}")
-            raise BiofmError(f"{table}: no column {name!r} (columns found: {', '.join(names)}); {fix}")
-        return names.index(name)
-
-    i_text, i_label = col("text_column", spec.text_column), col("label_column", spec.label_column)
-    i_fold = col("fold_column", spec.fold_column) if spec.fold_column else (
-        names.index("fold") if "fold" in names else None)
-    rows = [_Row(loc, v[i_text], v[i_label], v[i_fold] if i_fold is not None else None) for loc, v in records]
-    if len(rows) < MIN_EXAMPLES:
-        raise BiofmError(f"{table}: only {len(rows)} example(s); a task needs at least {MIN_EXAMPLES}")
+    check_header_options(source, spec.header, spec.columns)
+    names, records = read_table(table, source, header=spec.header, columns=spec.columns, delimiter=spec.delimiter)
+    hint = f"the table needs columns {spec.text_column!r} and {spec.label_column!r}" if bare else None
+    rows, fold_column = table_rows(
+        table, names, records, source=source, input_key="text_column", input_column=spec.text_column,
+        label_column=spec.label_column, fold_column=spec.fold_column, hint=hint,
+    )
+    require_examples(len(rows), table)
     inputs = [_text(r) for r in rows]
-    kind = _infer_type(rows) if bare else spec.type
-    if kind == "classification":
-        labels, classes = _class_labels(rows, str(table), f"column {spec.label_column!r}")
-    else:
-        labels, classes = _regression_labels(rows, str(table)), None
-    folds = _folds(rows, str(table), spec.fold_column or "fold") if i_fold is not None else None
+    kind = infer_task_type([r.label for r in rows]) if bare else spec.type
+    labels, classes, folds = task_arrays(rows, kind, str(table), label_what=f"column {spec.label_column!r}",
+                                         fold_column=fold_column)
     meta: dict[str, Any] = {"table": str(table), "modality": "text", "long_sequences": spec.long_sequences}
     if spec.description:
         meta["description"] = spec.description
@@ -153,47 +129,8 @@ def _load(spec: TextTaskSpec, source: Path, table: Path, *, bare: bool) -> Task:
                 source=str(source), meta=meta)
 
 
-def _read_table(spec: TextTaskSpec, source: Path, table: Path) -> tuple[list[str], list[tuple[str, list]]]:
-    suffix = _base_suffix(table)
-    if suffix in _PARQUET_SUFFIXES or suffix == ".jsonl":
-        if not spec.header:
-            raise BiofmError(f"{source}: header: false applies to CSV/TSV tables, not {suffix}")
-        return _read_parquet(table) if suffix in _PARQUET_SUFFIXES else _read_jsonl(table)
-    if spec.delimiter is not None:
-        delimiter = _DELIMITER_NAMES.get(spec.delimiter.lower(), spec.delimiter)
-        if len(delimiter) != 1:
-            raise BiofmError(f"{source}: delimiter must be one character (or tab/comma), got {spec.delimiter!r}")
-    elif suffix in _DELIMITER_BY_SUFFIX:
-        delimiter = _DELIMITER_BY_SUFFIX[suffix]
-    else:
-        raise BiofmError(
-            f"{table}: unknown table format {suffix or '(no extension)'!r}; use .csv, .tsv, .jsonl, .parquet "
-            "or set delimiter: in the task YAML"
-        )
-    return _read_text(table, delimiter, spec.columns)
-
-
-def _read_jsonl(table: Path) -> tuple[list[str], list[tuple[str, list]]]:
-    """One JSON object per line; columns are the keys, in first-seen order (missing values are None)."""
-    objs: list[tuple[str, dict]] = []
-    names: dict[str, None] = {}
-    for n, line in _lines(table):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BiofmError(f"{where(table, n)}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise BiofmError(f"{where(table, n)}: expected a JSON object, got {type(obj).__name__}")
-        names.update(dict.fromkeys(obj))
-        objs.append((where(table, n), obj))
-    cols = list(names)
-    return cols, [(loc, [obj.get(c) for c in cols]) for loc, obj in objs]
-
-
-def _text(row: _Row) -> str:
-    v = row.seq
+def _text(row: Row) -> str:
+    v = row.input
     if v is None or (isinstance(v, float) and v != v):
         raise BiofmError(f"{row.loc}: empty text")
     if not isinstance(v, str):
@@ -202,11 +139,3 @@ def _text(row: _Row) -> str:
     if not text:
         raise BiofmError(f"{row.loc}: empty text")
     return text
-
-
-def _infer_type(rows: list[_Row]) -> Literal["classification", "regression"]:
-    """Regression when every label is a number and at least one is not a whole number."""
-    values = [_as_number(_label_text(r.label)) for r in rows]
-    if all(v is not None for v in values) and any(not float(v).is_integer() for v in values if v is not None):
-        return "regression"
-    return "classification"

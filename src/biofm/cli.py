@@ -410,6 +410,12 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("BIOFM_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    if not debug:  # a normal run prints biofm's own progress only: load reports and deprecations go to --debug
+        import warnings
+
+        for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
+            warnings.filterwarnings("ignore", category=category)
+        hf_logging.set_verbosity_error()
     try:
         args = _take_mirror(args)
         app(args=args, prog_name="biofm")

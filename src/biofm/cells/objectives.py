@@ -121,6 +121,9 @@ class CellObjective(Objective):
         ) if a)
         self.gene_mask = MaskSpec(mask_id=mask_id, special_ids=special_ids, random_ids=np.asarray(gene_ids),
                                   prob=mask_prob)
+        # gene + value mode hides value bins, not genes: the same 80/10/10 rule over the token types
+        self.value_mask = MaskSpec(mask_id=HIDDEN_VALUE, special_ids=(), prob=mask_prob,
+                                   random_ids=VALUE_OFFSET + np.arange(n_bins))
         self.mask_prob = mask_prob
         hidden = model.config.hidden_size
         self.gene_prior = gene_prior
@@ -203,20 +206,7 @@ class CellObjective(Objective):
             tensors["input_ids"] = cut(inputs)
             types = np.zeros_like(types)
         else:
-            selected = np.zeros(genes.shape, dtype=bool)
-            inputs_types = types.copy()
-            for row, key in enumerate(keys):
-                rng = np.random.default_rng([seed, int(key)])
-                u = rng.random((3, genes.shape[1]))
-                sel = (u[0] < self.mask_prob) & has_value[row]
-                selected[row] = sel
-                if honest:
-                    inputs_types[row, sel] = HIDDEN_VALUE
-                    continue
-                hide = sel & (u[1] < 0.8)
-                rand = sel & ~hide & (u[1] < 0.9)
-                inputs_types[row, hide] = HIDDEN_VALUE
-                inputs_types[row, rand] = VALUE_OFFSET + (u[2][rand] * self.n_bins).astype(np.int64)
+            inputs_types, selected = mask_batch(types, keys, seed, self.value_mask, honest=honest, eligible=has_value)
             tensors["input_ids"] = cut(genes)
             tensors["token_type_ids"] = cut(inputs_types)
         sel_t = cut(selected)

@@ -23,20 +23,24 @@ class MaskSpec:
 
 
 def mask_batch(
-    ids: np.ndarray, example_keys: np.ndarray, seed: int, spec: MaskSpec, *, honest: bool = False
+    ids: np.ndarray, example_keys: np.ndarray, seed: int, spec: MaskSpec, *, honest: bool = False,
+    eligible: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (inputs, selected) for token ids [B, L].
 
     `honest=True` replaces every selected token by <mask> (evaluation): with the 80/10/10 rule a model
     can copy the 10% unchanged tokens and score below the unigram baseline without learning context.
+    `eligible` ([B, L] bool) says which positions may be selected; default: every non-special token.
+    (Cells mask value bins this way: `ids` are then the value types, eligible where a gene has a value.)
     """
     inputs = ids.copy()
     selected = np.zeros(ids.shape, dtype=bool)
-    specials = np.isin(ids, np.asarray(spec.special_ids))
+    if eligible is None:
+        eligible = ~np.isin(ids, np.asarray(spec.special_ids))
     for row, key in enumerate(example_keys):
         rng = np.random.default_rng([seed, int(key)])
         u = rng.random((3, ids.shape[1]))
-        sel = (u[0] < spec.prob) & ~specials[row]
+        sel = (u[0] < spec.prob) & eligible[row]
         selected[row] = sel
         if honest:
             inputs[row, sel] = spec.mask_id

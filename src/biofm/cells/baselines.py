@@ -40,6 +40,7 @@ from pydantic import Field, PositiveInt, field_validator
 
 from biofm.config import Schema
 from biofm.errors import BiofmError
+from biofm.eval.baselines import check_known, method_from
 from biofm.eval.types import Fold, FoldPrediction, Method, Task
 
 __all__ = [
@@ -80,9 +81,7 @@ class CellBaselineConfig(Schema):
     @field_validator("run")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        unknown = [name for name in v if name not in CELL_BASELINES]
-        if unknown:
-            raise ValueError(f"unknown cell baseline {unknown[0]!r}; known: {', '.join(CELL_BASELINES)}")
+        check_known(v, CELL_BASELINES, "cell baseline")
         return v
 
 
@@ -374,12 +373,4 @@ CELL_BASELINES: dict[str, CellBaselineFn] = {
 
 def cell_baseline_method(name: str, cfg: CellBaselineConfig | None = None) -> Method:
     """The named cell baseline as a plain `Method` (task, folds, seed), with its knobs taken from `cfg`."""
-    if name not in CELL_BASELINES:
-        raise KeyError(f"unknown cell baseline {name!r}; known: {', '.join(CELL_BASELINES)}")
-    fn, conf = CELL_BASELINES[name], cfg or CellBaselineConfig()
-
-    def method(task: Task, folds: list[Fold], seed: int) -> list[FoldPrediction]:
-        return fn(task, folds, seed, conf)
-
-    method.__name__ = name
-    return method
+    return method_from(CELL_BASELINES, name, cfg or CellBaselineConfig(), "cell baseline")

@@ -21,6 +21,8 @@ from pydantic import Field, PositiveInt, field_validator
 
 from biofm.config import Schema
 from biofm.dna.tokenizer import KmerTokenizer
+from biofm.eval.baselines import check_known, method_from
+from biofm.eval.folds import validation_split
 from biofm.eval.types import Fold, FoldPrediction, Method, Task
 
 __all__ = [
@@ -89,9 +91,7 @@ class BaselineConfig(Schema):
     @field_validator("run")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        unknown = [name for name in v if name not in BASELINES]
-        if unknown:
-            raise ValueError(f"unknown baseline {unknown[0]!r}; known: {', '.join(BASELINES)}")
+        check_known(v, BASELINES, "baseline")
         return v
 
     @field_validator("kmer_ks")
@@ -369,23 +369,6 @@ def _build_cnn(n_out: int, channels: int, n_dilated: int, kernel_size: int, drop
     return DilatedCNN()
 
 
-def _val_split(task: Task, train: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Carve the early-stopping set out of the training fold (stratified when every class allows it)."""
-    from sklearn.model_selection import train_test_split
-
-    n_val = round(len(train) * fraction)
-    if len(train) < 10 or n_val < 1:
-        return train, train[:0]
-    stratify = None
-    if task.type == "classification":
-        counts = np.bincount(task.labels[train])
-        present = counts[counts > 0]
-        if present.min() >= 2 and n_val >= len(present):
-            stratify = task.labels[train]
-    fit, val = train_test_split(train, test_size=n_val, random_state=seed, stratify=stratify)
-    return np.sort(fit), np.sort(val)
-
-
 def cnn(
     task: Task,
     folds: list[Fold],
@@ -464,7 +447,7 @@ def _train_cnn(task: Task, folds: list[Fold], seed: int, cfg: CnnConfig) -> list
     for i, (train, test) in enumerate(folds):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        fit, val = _val_split(task, np.asarray(train), cfg.val_fraction, seed)
+        fit, val = validation_split(np.asarray(train), task, cfg.val_fraction, seed)
         if classification:
             y_all = torch.from_numpy(task.labels.astype(np.int64))
             mu, sd = 0.0, 1.0
@@ -555,12 +538,4 @@ BASELINES: dict[str, BaselineFn] = {
 
 def baseline_method(name: str, cfg: BaselineConfig | None = None) -> Method:
     """The named baseline as a plain `Method` (task, folds, seed), with its knobs taken from `cfg`."""
-    if name not in BASELINES:
-        raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
-    fn, conf = BASELINES[name], cfg or BaselineConfig()
-
-    def method(task: Task, folds: list[Fold], seed: int) -> list[FoldPrediction]:
-        return fn(task, folds, seed, conf)
-
-    method.__name__ = name
-    return method
+    return method_from(BASELINES, name, cfg or BaselineConfig(), "baseline")

@@ -87,7 +87,7 @@ def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cf
 
     metric = HEADLINE[task.type]
     out = []
-    inner = [validation_split(tr, task, 0.15, cfg.seed + k) for k, (tr, _) in enumerate(folds)]
+    inner = [validation_split(tr, task, 0.15, cfg.seed + k, min_rows=2) for k, (tr, _) in enumerate(folds)]
     for kind in cfg.probes.kinds:
         for pooling in [p for p in cfg.probes.poolings if p in emb]:
             t0 = time.perf_counter()

@@ -86,7 +86,7 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
     for k, (train_idx, test_idx) in enumerate(folds):
         torch.manual_seed(seed + k)
         rng = np.random.default_rng([seed, k])
-        fit_idx, val_idx = validation_split(train_idx, task, cfg.val_fraction, seed + k)
+        fit_idx, val_idx = validation_split(train_idx, task, cfg.val_fraction, seed + k, min_rows=2)
         if cfg.max_train_examples and len(fit_idx) > cfg.max_train_examples:
             fit_idx = np.sort(rng.choice(fit_idx, cfg.max_train_examples, replace=False))
         model = get_peft_model(copy.deepcopy(base), _adapter(method, base.config.model_type, cfg))

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from biofm.errors import BiofmError
-from biofm.eval.types import Fold, FoldPrediction, TaskType
+from biofm.eval.folds import validation_split
+from biofm.eval.types import Fold, FoldPrediction, Task, TaskType
 
 ProbeKind = Literal["logreg", "mlp"]
 
@@ -473,8 +474,11 @@ def _mlp_probe(
     dev: torch.device,
 ) -> dict[int, list[FoldPrediction]]:
     n, _, dim = X3.shape
+    # Each fold's validation rows are keyed by (seed, fold), like every other random draw here.
+    labelled = Task(name="probe", type=task_type, inputs=[], labels=y)
     fit_val = [
-        _split_val(tr, y, task_type, val_fraction, np.random.default_rng((seed, 0, f)))
+        validation_split(tr, labelled, val_fraction, int(np.random.default_rng((seed, 0, f)).integers(2**31)),
+                         required=True)
         for f, (tr, _) in enumerate(folds)
     ]
     per_chunk = max(1, _MLP_CHUNK_BYTES // max(1, n * dim * 4))
@@ -491,23 +495,6 @@ def _mlp_probe(
         for i, layer in enumerate(chunk):
             out[layer] = preds[i]
     return out
-
-
-def _split_val(
-    train: np.ndarray, y: np.ndarray, task_type: TaskType, frac: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Carve a (per-class, for classification) random validation share out of a fold's train rows."""
-    groups = [train[y[train] == c] for c in np.unique(y[train])] if task_type == "classification" else [train]
-    val = []
-    for grp in groups:
-        k = round(frac * len(grp))
-        if k >= len(grp):
-            k = len(grp) - 1
-        val.append(rng.permutation(grp)[:k])
-    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
-    if len(val_idx) == 0 or len(val_idx) == len(train):
-        raise BiofmError("a fold is too small to carve out a validation split for the mlp probe")
-    return np.setdiff1d(train, val_idx), val_idx
 
 
 def _pad_rows(idx_list: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ from pydantic import Field, PositiveInt, field_validator
 
 from biofm.config import Schema
 from biofm.dna.baselines import _check, _fit_predict_sklearn
+from biofm.eval.baselines import check_known, method_from
 from biofm.eval.types import Fold, FoldPrediction, Method, Task
 
 __all__ = ["TEXT_BASELINES", "TextBaselineConfig", "text_baseline_method", "tfidf_logreg"]
@@ -39,9 +40,7 @@ class TextBaselineConfig(Schema):
     @field_validator("run")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        unknown = [name for name in v if name not in TEXT_BASELINES]
-        if unknown:
-            raise ValueError(f"unknown text baseline {unknown[0]!r}; known: {', '.join(TEXT_BASELINES)}")
+        check_known(v, TEXT_BASELINES, "text baseline")
         return v
 
     @field_validator("c_grid")
@@ -130,12 +129,4 @@ TEXT_BASELINES: dict[str, TextBaselineFn] = {
 
 def text_baseline_method(name: str, cfg: TextBaselineConfig | None = None) -> Method:
     """The named text baseline as a plain `Method` (task, folds, seed), with its knobs taken from `cfg`."""
-    if name not in TEXT_BASELINES:
-        raise KeyError(f"unknown text baseline {name!r}; known: {', '.join(TEXT_BASELINES)}")
-    fn, conf = TEXT_BASELINES[name], cfg or TextBaselineConfig()
-
-    def method(task: Task, folds: list[Fold], seed: int) -> list[FoldPrediction]:
-        return fn(task, folds, seed, conf)
-
-    method.__name__ = name
-    return method
+    return method_from(TEXT_BASELINES, name, cfg or TextBaselineConfig(), "text baseline")

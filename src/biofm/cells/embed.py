@@ -24,15 +24,15 @@ from biofm.io.atomic import atomic_path, write_json
 
 
 def load_cell_model(model_dir: str | Path) -> tuple[Any, CellTokenizer, dict[str, Any]]:
-    from transformers import AutoModelForMaskedLM
-
-    from biofm.models.load import resolve_model_dir
+    """The encoder (through biofm's one loader: checked folder, strict weights), its cell tokenizer and
+    the cell settings (biofm_cell.json)."""
+    from biofm.models.load import load_pretrained, resolve_model_dir
 
     path = resolve_model_dir(model_dir)
     if not (path / CELL_FILE).exists():
         raise BiofmError(f"{path}: not a biofm cell model (no {CELL_FILE})")
     info = json.loads((path / CELL_FILE).read_text())
-    model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+    model = load_pretrained(path)
     model.eval()
     return model, CellTokenizer.load(path), info
 

@@ -214,8 +214,9 @@ def resolve_model_dir(path: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------- loading
 
 
-def _load_config(path: Path) -> PretrainedConfig:
-    """AutoConfig of a checked folder; what transformers still rejects becomes a BiofmError naming config.json."""
+def load_config(path: Path) -> PretrainedConfig:
+    """AutoConfig of a checked folder (resolve_model_dir); what transformers still rejects becomes a
+    BiofmError naming config.json."""
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=False)
     except _config_errors() as exc:
@@ -311,7 +312,7 @@ def model_modality(path: str | Path) -> str:
 
 def load_masked_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     path = resolve_model_dir(path)
-    config = _load_config(path)
+    config = load_config(path)
     from biofm.models.presets import CAUSAL_ARCHS
 
     if config.model_type in CAUSAL_ARCHS:
@@ -334,7 +335,7 @@ def load_pretrained(path: str | Path) -> PreTrainedModel:
     path = resolve_model_dir(path)
     from biofm.models.presets import CAUSAL_ARCHS
 
-    config = _load_config(path)
+    config = load_config(path)
     causal = config.model_type in CAUSAL_ARCHS
     auto = AutoModelForCausalLM if causal else AutoModelForMaskedLM
     return _from_pretrained(auto, path, config, "causal-LM" if causal else "masked-LM", attn_implementation="sdpa")

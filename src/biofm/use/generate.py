@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biofm.errors import BiofmError
-from biofm.models.load import resolve_model_dir
+from biofm.models.load import load_config, load_pretrained, load_tokenizer, resolve_model_dir
 
 __all__ = ["generate", "load_causal_lm"]
 
@@ -46,19 +46,13 @@ def _check_causal(config: Any, path: Path) -> None:
 
 
 def load_causal_lm(path: str | Path) -> tuple[Any, Any]:
-    """(model, tokenizer) from RUN/model or a run folder: safetensors only, no remote code."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+    """(model, tokenizer) from RUN/model or a run folder, through biofm's one loader (checked folder,
+    safetensors only, strict weights, no remote code), refused early when the model is not causal."""
     model_dir = resolve_model_dir(path)
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
-    _check_causal(config, model_dir)
-    tok_dir = model_dir if (model_dir / "tokenizer.json").exists() else model_dir.parent / "tokenizer"
-    if not (tok_dir / "tokenizer.json").exists():
-        raise BiofmError(f"{model_dir}: no tokenizer files beside the model")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
+    _check_causal(load_config(model_dir), model_dir)
+    model = load_pretrained(model_dir)
     model.eval()
-    return model, tokenizer
+    return model, load_tokenizer(model_dir)
 
 
 def _context(config: Any) -> int | None:

@@ -52,10 +52,11 @@ from biofm.cells.config import CellDataConfig, CellTokenizerConfig
 from biofm.cells.h5ad import CountReader
 from biofm.cells.tokenize import CellTokenizer, n_value_bins
 from biofm.cells.vocab import NORM_TOTAL, GeneVocab
-from biofm.data.blocks import ColumnView, ColumnWriter, cache_key, cache_root, file_fingerprint, open_columns
+from biofm.data.blocks import ColumnView, ColumnWriter, cache_key, open_columns
 from biofm.datasets import resolve_all
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
+from biofm.io.files import cache_root, file_fingerprint
 
 FORMAT_VERSION = 1
 THETA_RANGE = (1e-3, 1e4)  # NB inverse dispersion clip; the upper end is practically Poisson

@@ -18,9 +18,9 @@ import torch
 
 from biofm.cells.objectives import CELL_FILE, NO_VALUE, VALUE_OFFSET
 from biofm.cells.tokenize import CellTokenizer
-from biofm.data.blocks import cache_root, file_fingerprint
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
+from biofm.io.files import cache_root, file_fingerprint
 
 
 def load_cell_model(model_dir: str | Path) -> tuple[Any, CellTokenizer, dict[str, Any]]:

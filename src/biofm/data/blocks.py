@@ -33,19 +33,6 @@ SHARD_BYTES = 256 << 20
 WRITER_BATCH_ROWS = 4096
 
 
-def cache_root(configured: str | None = None) -> Path:
-    return Path(configured or os.environ.get("BIOFM_CACHE") or ".cache/biofm")
-
-
-def file_fingerprint(path: str | Path) -> str:
-    """Content hash of a file (so a renamed copy hits the cache and an edited file misses it)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_key(parts: dict[str, Any]) -> str:
     blob = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

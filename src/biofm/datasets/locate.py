@@ -26,11 +26,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from biofm.data.blocks import cache_root, file_fingerprint
 from biofm.datasets import convert
 from biofm.datasets.registry import DATASETS, Dataset, RemoteFile
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
+from biofm.io.files import cache_root, file_fingerprint
 
 MIRROR_ENV = "BIOFM_DATA_MIRROR"
 OFFLINE_ENV = "BIOFM_OFFLINE"  # "1": never try a download (a missing file is an error at once)

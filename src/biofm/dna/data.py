@@ -38,8 +38,6 @@ from biofm.data.blocks import (
     BlockView,
     BlockWriter,
     cache_key,
-    cache_root,
-    file_fingerprint,
     id_dtype,
     open_blocks,
 )
@@ -50,6 +48,7 @@ from biofm.dna.tokenizer import KmerTokenizer
 from biofm.dna.windows import Window, WindowStats, plan_split, stream_windows
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
+from biofm.io.files import cache_root, file_fingerprint
 
 BATCH_WINDOWS = 2048
 # A batch is also flushed at this many bases, so very long windows cannot make a batch large.

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from biofm.data.blocks import cache_root, file_fingerprint
 from biofm.eval.batching import pad_batches
 from biofm.io.atomic import atomic_path, write_json
+from biofm.io.files import cache_root, file_fingerprint
 from biofm.models.mlm import encoder_of
 
 

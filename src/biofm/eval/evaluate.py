@@ -186,10 +186,6 @@ def load_any_task(spec: str, model_modality: str | None = None) -> tuple[str, Ta
     return chosen, found[chosen].hooks().load_task(spec)
 
 
-def _model_modality(model) -> str:
-    return getattr(model.config, "biofm_modality", None) or "dna"
-
-
 def run_evaluation(cfg: EvaluateConfig) -> Path:
     from biofm.eval.report import write_outputs
 
@@ -197,10 +193,11 @@ def run_evaluation(cfg: EvaluateConfig) -> Path:
     model_modality = None
     if cfg.model:
         from biofm.models.load import load_for_embedding, resolve_model_dir
+        from biofm.models.load import model_modality as model_modality_of
 
         model_dir = resolve_model_dir(cfg.model)
         model, tok = load_for_embedding(model_dir)
-        model_modality = _model_modality(model)
+        model_modality = model_modality_of(model_dir)
     tasks = [load_any_task(t, model_modality) for t in cfg.tasks]
     control = None
     if model_dir is not None and cfg.control:

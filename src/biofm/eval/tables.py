@@ -236,19 +236,26 @@ def read_parquet(table: Path) -> tuple[list[str], Records]:
     return names, records
 
 
-def read_jsonl(table: Path) -> tuple[list[str], Records]:
-    """One JSON object per line; columns are the keys, in first-seen order (missing values are None)."""
-    objs: list[tuple[str, dict]] = []
-    names: dict[str, None] = {}
-    for n, line in text_lines(table):
+def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of a JSON-lines file (gzipped or not); blank lines skipped, anything but an
+    object per line is an error naming the line."""
+    for n, line in text_lines(path):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise BiofmError(f"{where(table, n)}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            raise BiofmError(f"{where(path, n)}: invalid JSON: {exc.msg} (column {exc.colno})") from None
         if not isinstance(obj, dict):
-            raise BiofmError(f"{where(table, n)}: expected a JSON object, got {type(obj).__name__}")
+            raise BiofmError(f"{where(path, n)}: expected a JSON object, got {type(obj).__name__}")
+        yield n, obj
+
+
+def read_jsonl(table: Path) -> tuple[list[str], Records]:
+    """One JSON object per line; columns are the keys, in first-seen order (missing values are None)."""
+    objs: list[tuple[str, dict]] = []
+    names: dict[str, None] = {}
+    for n, obj in json_objects(table):
         names.update(dict.fromkeys(obj))
         objs.append((where(table, n), obj))
     cols = list(names)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +25,18 @@ def task_yaml(spec: str) -> dict[str, Any] | None:
 
 def table_columns(spec: str) -> list[str]:
     """The header names of a CSV/TSV/JSONL table (gzipped or not); [] when unreadable or not a table."""
+    import json
+
+    from biofm.eval.tables import text_lines
+
     p = Path(spec)
     if not p.is_file() or p.suffix.lower() in YAML_SUFFIXES:
         return []
     try:
-        with p.open("rb") as raw:
-            magic = raw.read(2)
-        opener: Any = gzip.open if magic == b"\x1f\x8b" else open
-        with opener(p, "rt", errors="replace") as fh:
-            head = fh.readline()
-    except OSError:
+        head = next((line for _, line in text_lines(p)), "")
+    except BiofmError:  # not text: not a table either
         return []
     if head.lstrip().startswith("{"):
-        import json
-
         try:
             return list(json.loads(head))
         except ValueError:

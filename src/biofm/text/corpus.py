@@ -25,7 +25,6 @@ it removed, so the report's counts are exact:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from typing import Any
 
 from biofm.datasets import resolve
 from biofm.errors import BiofmError, where
-from biofm.eval.tables import text_lines
+from biofm.eval.tables import json_objects, text_lines
 from biofm.io.atomic import write_json
 from biofm.text.config import CleaningConfig
 
@@ -54,7 +53,6 @@ __all__ = [
 ]
 
 FORMATS = (".txt", ".jsonl")
-_GZIP_MAGIC = b"\x1f\x8b"
 _SUPPORTED = ".txt or .jsonl (optionally .gz)"
 
 
@@ -117,15 +115,7 @@ def read_file(path: str | Path, text_field: str = "text") -> Iterator[Document]:
             if line.strip():
                 yield Document(line, src, n)
         return
-    for n, line in text_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BiofmError(f"{where(path, n)}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise BiofmError(f"{where(path, n)}: expected a JSON object, got {type(obj).__name__}")
+    for n, obj in json_objects(path):
         if text_field not in obj or obj[text_field] is None:
             raise BiofmError(f"{where(path, n)}: no {text_field!r} field")
         text = obj[text_field]

@@ -39,14 +39,13 @@ from biofm.data.blocks import (
     BlockView,
     BlockWriter,
     cache_key,
-    cache_root,
-    file_fingerprint,
     id_dtype,
     open_blocks,
     token_counts,
 )
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
+from biofm.io.files import cache_root, file_fingerprint
 from biofm.text.config import TextDataConfig, TextTokenizerConfig
 from biofm.text.corpus import CleanDocument, Cleaner, CleaningReport, list_files, read_file
 from biofm.text.tokenizer import TextTokenizer, train_bpe

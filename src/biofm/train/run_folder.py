@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from biofm.data.blocks import file_fingerprint
 from biofm.errors import BiofmError
 from biofm.io.atomic import write_json
+from biofm.io.files import file_fingerprint
 
 MARKER = ".biofm-run"
 LOCK = ".lock"

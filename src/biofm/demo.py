@@ -77,6 +77,8 @@ def print_verdicts(results: dict) -> None:
                 for r in rows:
                     tab.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()))
                 console.print(tab)
+        for w in (w for m in t["methods"] for w in m.get("warnings", [])):
+            console.print(f"warning: {w}")
         if t.get("verdict"):
             console.print(t["verdict"]["sentence"])
         if t.get("control_sentence"):

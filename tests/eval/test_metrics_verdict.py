@@ -7,7 +7,7 @@ from biofm.errors import BiofmError
 from biofm.eval.folds import make_folds, validation_split
 from biofm.eval.metrics import classification_metrics, regression_metrics, summarise
 from biofm.eval.types import Task
-from biofm.eval.verdict import compare, count_sentence, task_verdict
+from biofm.eval.verdict import compare, count_sentence, paired, task_verdict
 
 
 def test_classification_metrics_hand_checked():
@@ -39,16 +39,45 @@ def test_nt_rule():
     assert compare(0.8, 0.01, 0.7, 0.01) == "beats"
     assert compare(0.72, 0.01, 0.7, 0.01) == "matches"  # intervals overlap
     assert compare(0.6, 0.01, 0.7, 0.01) == "loses"
-    methods = [
-        {"name": "probe-a", "kind": "probe", "summary": {"mcc": {"mean": 0.8, "std": 0.01}}},
-        {"name": "finetune-b", "kind": "finetune", "summary": {"mcc": {"mean": 0.7, "std": 0.01}}},
-        {"name": "baseline-c", "kind": "baseline", "summary": {"mcc": {"mean": 0.75, "std": 0.05}}},
-        {"name": "baseline-d", "kind": "baseline", "summary": {"mcc": {"mean": 0.5, "std": 0.01}}},
-    ]
+    methods = [_method("probe-a", "probe", [0.79, 0.8, 0.81]), _method("finetune-b", "finetune", [0.69, 0.7, 0.71]),
+               _method("baseline-c", "baseline", [0.70, 0.75, 0.80]), _method("baseline-d", "baseline", [0.5] * 3)]
     v = task_verdict("t", methods, "mcc")
-    assert (v.model_method, v.baseline_method, v.outcome) == ("probe-a", "baseline-c", "matches")
-    assert "matches" in v.sentence()
+    assert (v.model_method, v.baseline_method, v.nt_outcome) == ("probe-a", "baseline-c", "matches")
     assert count_sentence(["beats", "matches", "matches"]) == "beats 1, matches 2, loses 0 of 3"
+
+
+def _method(name: str, kind: str, scores: list[float]) -> dict:
+    return {"name": name, "kind": kind, "per_fold": [{"mcc": x} for x in scores],
+            "summary": {"mcc": {"mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1))}}}
+
+
+def test_paired_verdict_sees_a_loss_that_nt_rule_calls_a_match():
+    # a shared hard fold spreads both methods; the model is 0.05 below on every fold
+    base = [0.30, 0.50, 0.70, 0.40, 0.60]
+    model = [b - 0.05 + e for b, e in zip(base, [0.01, -0.01, 0.0, 0.005, -0.005], strict=True)]
+    v = task_verdict("t", [_method("probe-a", "probe", model), _method("baseline-b", "baseline", base)], "mcc")
+    assert v.nt_outcome == "matches" and v.outcome == "loses"
+    assert v.paired["ci_high"] < 0 and v.paired["mean"] == pytest.approx(-0.05)
+    assert v.paired["wilcoxon_p"] == pytest.approx(0.0625)  # exact two-sided p for 5 same-sign differences
+    assert "loses to the best baseline" in v.sentence() and "NT's ±2 s.d. rule would say it matches" in v.sentence()
+
+
+def test_paired_verdict_refuses_a_win_that_rests_on_anti_correlated_folds():
+    # NT's intervals separate, yet the per-fold differences vary so much over 3 folds that 0 stays plausible
+    model, base = [0.85, 0.95, 1.05], [0.6, 0.5, 0.4]
+    assert compare(float(np.mean(model)), 0.1, float(np.mean(base)), 0.1) == "beats"
+    v = task_verdict("t", [_method("probe-a", "probe", model), _method("baseline-b", "baseline", base)], "mcc")
+    assert (v.nt_outcome, v.outcome) == ("beats", "matches")
+    # t(0.975, 2) = 4.303: half-width 4.303 * 0.2 / sqrt(3)
+    assert v.paired["ci_low"] == pytest.approx(0.45 - 4.302653 * 0.2 / np.sqrt(3), abs=1e-5)
+    assert "NT's ±2 s.d. rule would say it beats it" in v.sentence()
+
+
+def test_paired_needs_two_finite_folds():
+    assert paired([0.5], [0.4]) is None
+    assert paired([0.5, float("nan")], [0.4, 0.3]) is None
+    same = paired([0.5, 0.6], [0.5, 0.6])
+    assert same.outcome == "matches" and same.mean == 0 and np.isnan(same.wilcoxon_p)
 
 
 def _task(labels, folds=None, kind="classification"):

@@ -4,8 +4,9 @@ A model that beats the baselines may owe it to its architecture and tokenizer al
 network's embeddings are already a rich random feature map, and fine-tuning can train one from
 scratch. The control is the same architecture, configuration and tokenizer with freshly initialised
 weights (`seed`), run through exactly the same methods on the same folds. The pretraining gain of a
-method is model − control; it is judged with the same ±2 s.d. rule as the baselines, and the per-fold
-paired difference is reported beside it (the folds are shared, so most of their spread cancels).
+method is model − control, judged like the baselines (biofm.eval.verdict): NT's ±2 s.d. rule, and the
+paired comparison over the shared folds (95% t-interval of the per-fold difference, Wilcoxon p), which
+decides the headline outcome when the two disagree.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from biofm.eval.verdict import compare
+from biofm.eval.verdict import compare, paired, per_fold
 from biofm.io.atomic import atomic_path
 
 PREFIX = "control-"
@@ -41,23 +40,25 @@ def make_control_model(model_dir: Path, dest: Path, seed: int) -> Path:
 
 
 def pretraining_gain(methods: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """For every model method with a control twin: model − control, the ±2 s.d. outcome
-    (gain / no gain / worse) and the mean ± s.d. of the per-fold paired difference."""
+    """For every model method with a control twin: model − control, the outcome (gain / no gain / worse:
+    paired when there are ≥ 2 folds, else NT's), NT's outcome, and the per-fold paired difference."""
     by_name = {m["name"]: m for m in methods}
+    words = {"beats": "gain", "matches": "no gain", "loses": "worse"}
     rows = []
     for m in methods:
         twin = by_name.get(PREFIX + m["name"])
         if m["kind"] not in ("probe", "finetune") or twin is None or metric not in m["summary"]:
             continue
         ms, cs = m["summary"][metric], twin["summary"][metric]
-        pairs = [(a[metric], b[metric]) for a, b in zip(m["per_fold"], twin["per_fold"], strict=True)]
-        diff = np.array([a - b for a, b in pairs], dtype=float)
-        outcome = {"beats": "gain", "matches": "no gain", "loses": "worse"}[
-            compare(ms["mean"], ms["std"], cs["mean"], cs["std"])]
-        rows.append({"method": m["name"], "metric": metric, "model_mean": ms["mean"], "model_std": ms["std"],
-                     "control_mean": cs["mean"], "control_std": cs["std"], "gain": ms["mean"] - cs["mean"],
-                     "paired_gain_mean": float(diff.mean()), "paired_gain_std": float(diff.std(ddof=1))
-                     if len(diff) > 1 else 0.0, "outcome": outcome})
+        nt = words[compare(ms["mean"], ms["std"], cs["mean"], cs["std"])]
+        pair = paired(per_fold(m, metric), per_fold(twin, metric))
+        row = {"method": m["name"], "metric": metric, "model_mean": ms["mean"], "model_std": ms["std"],
+               "control_mean": cs["mean"], "control_std": cs["std"], "gain": ms["mean"] - cs["mean"],
+               "outcome": words[pair.outcome] if pair else nt, "nt_outcome": nt}
+        if pair is not None:
+            row.update({"paired_gain_mean": pair.mean, "paired_gain_std": pair.std, "paired_ci_low": pair.ci_low,
+                        "paired_ci_high": pair.ci_high, "wilcoxon_p": pair.wilcoxon_p, "folds": pair.n})
+        rows.append(row)
     return rows
 
 
@@ -66,7 +67,15 @@ def gain_sentence(task: str, rows: list[dict[str, Any]]) -> str:
     if not rows:
         return f"{task}: no random-weights control was run"
     best = max(rows, key=lambda r: r["model_mean"])
-    how = {"gain": "gains over", "no gain": "only matches", "worse": "is worse than"}[best["outcome"]]
-    return (f"{task}: pretraining {best['outcome']}: {best['method']} ({best['metric']} {best['model_mean']:.3f} ± "
-            f"{best['model_std']:.3f}) {how} its random-weights control ({best['control_mean']:.3f} ± "
-            f"{best['control_std']:.3f}); paired gain {best['paired_gain_mean']:+.3f} ± {best['paired_gain_std']:.3f}")
+    how = {"gain": "gains over", "no gain": "only matches", "worse": "is worse than"}
+    s = (f"{task}: pretraining {best['outcome']}: {best['method']} ({best['metric']} {best['model_mean']:.3f} ± "
+         f"{best['model_std']:.3f}) {how[best['outcome']]} its random-weights control ({best['control_mean']:.3f} ± "
+         f"{best['control_std']:.3f})")
+    if "paired_ci_low" in best:
+        p = best["wilcoxon_p"]
+        s += (f"; paired gain {best['paired_gain_mean']:+.3f} (95% CI {best['paired_ci_low']:+.3f} to "
+              f"{best['paired_ci_high']:+.3f}, {best['folds']} folds, Wilcoxon p="
+              f"{'n/a' if p != p else format(p, '.3g')})")
+        if best["nt_outcome"] != best["outcome"]:
+            s += f"; NT's ±2 s.d. rule would say {best['nt_outcome']}"
+    return s

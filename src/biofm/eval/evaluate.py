@@ -75,11 +75,27 @@ def _with_baselines() -> type[EvaluateBase]:
 EvaluateConfig = _with_baselines()
 
 
+def single_class_warnings(name: str, task: Task, preds: list[FoldPrediction]) -> list[str]:
+    """A classifier that predicts one class on a fold whose test rows hold several has learned nothing
+    there (its MCC is 0 by definition); say so, naming the method and the fold, instead of letting a
+    0.000 ± 0.000 pass as a score."""
+    if task.type != "classification":
+        return []
+    out = []
+    for p in sorted(preds, key=lambda p: p.fold):
+        predicted = np.unique(p.pred)
+        if len(predicted) == 1 and len(np.unique(task.labels[p.test_idx])) > 1:
+            cls = task.classes[int(predicted[0])] if task.classes else str(predicted[0])
+            hint = " (check finetune.lr_* and finetune.class_weight)" if "finetune" in name else ""
+            out.append(f"{name} predicted only class {cls!r} on fold {p.fold} ({len(p.test_idx)} test rows){hint}")
+    return out
+
+
 def _scored(name: str, kind: str, task: Task, preds: list[FoldPrediction], seconds: float,
             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     per_fold = [fold_metrics(task, p) for p in sorted(preds, key=lambda p: p.fold)]
     return {"name": name, "kind": kind, "per_fold": per_fold, "summary": summarise(per_fold),
-            "seconds": seconds, **(extra or {})}
+            "seconds": seconds, "warnings": single_class_warnings(name, task, preds), **(extra or {})}
 
 
 def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cfg: EvaluateConfig) -> list[dict]:
@@ -133,6 +149,7 @@ def _model_side(task: Task, folds: list[Fold], cfg: EvaluateConfig, hooks: Any, 
         console.print(f"[{task.name}] {who} {name} in {methods[-1]['seconds']:.1f}s")
     if control:
         for m in methods:
+            m["warnings"] = [CONTROL_PREFIX + w for w in m["warnings"]]  # each starts with the method's name
             m["name"], m["kind"] = CONTROL_PREFIX + m["name"], "control"
     return methods, emb
 
@@ -154,6 +171,9 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
         preds = method(task, folds, cfg.seed)
         methods.append(_scored(f"baseline-{name}", "baseline", task, preds, time.perf_counter() - t0))
         console.print(f"[{task.name}] baseline-{name} in {methods[-1]['seconds']:.1f}s")
+    for m in methods:
+        for w in m["warnings"]:
+            console.print(f"[{task.name}] warning: {w}")
     metric = HEADLINE[task.type]
     verdict = task_verdict(task.name, methods, metric)
     gain = pretraining_gain(methods, metric) if control is not None else None

@@ -74,7 +74,8 @@ def _fmt(s: dict[str, float]) -> str:
 def verdict_table_html(results: dict[str, Any]) -> str:
     """Per task: every method's headline metric (mean ± s.d.) and the verdict in words."""
     parts = [f"<p><b>Overall: the model {html.escape(results['overall'])} tasks</b> "
-             "(NT's rule: beats = its mean ± 2 s.d. lies above the best baseline's; matches = they overlap).</p>"]
+             "(paired over the shared folds: beats = the 95% interval of the per-fold difference lies above 0; "
+             "NT's ±2 s.d. rule is given beside it where it disagrees).</p>"]
     for t in results["tasks"]:
         metric = t["headline_metric"]
         v = t.get("verdict")
@@ -91,6 +92,10 @@ def verdict_table_html(results: dict[str, Any]) -> str:
             cells.append(f"{m['seconds']:.1f}")
             rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
         parts.append(f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+        warnings = [w for m in t["methods"] for w in m.get("warnings", [])]
+        if warnings:
+            parts.append("<p><b>Warnings</b></p><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+                         + "</ul>")
         if t.get("pretraining_gain"):
             parts.append("<h4>Pretraining gain: model − its random-weights control, same folds</h4>"
                          + _rows_html(t["pretraining_gain"]))

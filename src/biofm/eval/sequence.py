@@ -54,12 +54,14 @@ def embeddings(task: Task, cfg: EvaluateConfig, model_dir: Path, model, tok) -> 
 def model_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cfg: EvaluateConfig,
                   model_dir: Path, model, tok) -> Iterator[tuple[str, str, Callable[[], list[FoldPrediction]]]]:
     """Parameter-efficient fine-tuning (IA3, LoRA) of the whole model, per fold."""
+    from biofm.eval.evaluate import console
     from biofm.eval.finetune import finetune
 
     for method in cfg.finetune.methods:
         yield (f"finetune-{method}", "finetune",
                lambda method=method: finetune(task, folds, cfg.seed, model_dir=model_dir, tokenizer=tok,
-                                              method=method, cfg=cfg.finetune, max_tokens=_max_tokens(model)))
+                                              method=method, cfg=cfg.finetune, max_tokens=_max_tokens(model),
+                                              log=lambda msg: console.print(f"[{task.name}] {msg}")))
 
 
 def tables(task: Task, cfg: EvaluateConfig, emb: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:

@@ -226,6 +226,72 @@ def evaluate(
     console.print(f"results: {dest / 'results.json'}   report: {dest / 'report.html'}")
 
 
+@app.command()
+def sweep(
+    config: Path | None = typer.Argument(None, help="optional YAML sweep config (base, grid, out, evaluate)"),
+    base: str | None = typer.Option(None, "--base", help="pretraining config every point starts from (YAML), or "
+                                                          "demo / demo:MODALITY"),
+    grid: list[str] = typer.Option([], "--grid", help="key=v1,v2,... (repeatable; the points are the product)"),
+    point_set: list[str] = typer.Option([], "--point-set", help="override a pretraining key for every point"),
+    task: list[str] = typer.Option([], "--task", help="evaluate every point on this task (repeatable)"),
+    folds: int | None = typer.Option(None, "--folds", help="cross-validation folds of the evaluation"),
+    out: Path | None = typer.Option(None, "--out", help="sweep folder (default runs/sweep)"),
+    set_: list[str] = typer.Option([], "--set", help="override a sweep config key, e.g. --set fit=false"),
+) -> None:
+    """A grid of pretraining runs: honest loss, scaling fit, and downstream score against the random-weights twin.
+
+    Example: biofm sweep --base demo --grid train.steps=150,300 --grid model.preset=tiny,small --task ecoli-elements
+    """
+    from biofm import config as cfgmod
+    from biofm.sweep import SweepConfig, parse_grid, run_sweep
+
+    data = cfgmod.read_yaml(config) if config else {}
+    if base:
+        data["base"] = base
+    if grid:
+        data["grid"] = {**data.get("grid", {}), **parse_grid(grid)}
+    if point_set:
+        data["base_set"] = [*data.get("base_set", []), *point_set]
+    if task or folds:
+        data["evaluate"] = dict(data.get("evaluate") or {})
+        if task:
+            data["evaluate"]["tasks"] = list(task)
+        if folds:
+            data["evaluate"]["folds"] = folds
+    if out:
+        data["out"] = str(out)
+    data = cfgmod.apply_overrides(data, set_)
+    cfg = cfgmod.build(SweepConfig, data, str(config) if config else "sweep options")
+    result = run_sweep(cfg, say=lambda msg: err_console.print(msg, markup=False, highlight=False))
+    _print_sweep(result)
+    console.print(f"sweep: {Path(cfg.out) / 'sweep.csv'}   report: {Path(cfg.out) / 'report.html'}")
+
+
+def _print_sweep(result: dict) -> None:
+    from rich.table import Table
+
+    rows = result["points"]
+    grid_keys = list(result["config"]["grid"])
+    loss = result["loss_key"]
+    task_cols = sorted({k.split(":")[0] for r in rows for k in r if ":" in k})
+    table = Table(title="sweep")
+    for col in ["point", *grid_keys, "params", "min", loss, "floor", "verdict"]:
+        table.add_column(col)
+    for t in task_cols:
+        table.add_column(f"{t}: model / twin / baseline")
+    floor_key = "baseline_bits_per_base" if loss == "bits_per_base" else "baseline"
+    for r in rows:
+        cells = [r["point"].split("-")[0], *(str(r[k]) for k in grid_keys), f"{r['params'] / 1e6:.2f}M",
+                 f"{r['wall_minutes']:.1f}", f"{r[loss]:.4f}", f"{r[floor_key]:.4f}", r["verdict"]]
+        for t in task_cols:
+            cells.append(f"{r.get(f'{t}:model', float('nan')):.3f} / {r.get(f'{t}:control', float('nan')):.3f} / "
+                         f"{r.get(f'{t}:baseline', float('nan')):.3f} ({r.get(f'{t}:pretraining', '')}, "
+                         f"{r.get(f'{t}:gain_ci', '')})")
+        table.add_row(*cells)
+    console.print(table)
+    console.print(result["fit_sentence"])
+
+
 @app.command("score-variants")
 def score_variants(
     model: Path = typer.Option(..., "--model", help="model folder (RUN/model) or run folder"),

@@ -98,9 +98,9 @@ def verdict_table_html(results: dict[str, Any]) -> str:
                          + "</ul>")
         if t.get("pretraining_gain"):
             parts.append("<h4>Pretraining gain: model − its random-weights control, same folds</h4>"
-                         + _rows_html(t["pretraining_gain"]))
+                         + rows_html(t["pretraining_gain"]))
         for table in t.get("tables") or []:
-            parts.append(f"<h4>{html.escape(table['title'])}</h4>{_rows_html(table['rows'])}")
+            parts.append(f"<h4>{html.escape(table['title'])}</h4>{rows_html(table['rows'])}")
     return "".join(parts)
 
 
@@ -110,7 +110,7 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _rows_html(rows: list[dict[str, Any]]) -> str:
+def rows_html(rows: list[dict[str, Any]]) -> str:
     """A list of flat dicts (same keys) as an HTML table."""
     if not rows:
         return ""

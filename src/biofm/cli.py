@@ -194,7 +194,8 @@ def evaluate(
     config: Path | None = typer.Argument(None, help="optional YAML evaluation config"),
     model: str | None = typer.Option(None, "--model", help="model folder (RUN/model) or run folder"),
     task: list[str] = typer.Option([], "--task", help="task YAML, table, FILE.h5ad:LABEL, or a shipped task: "
-                                   "splice, promoter, pubmedqa, pbmc-celltypes (repeatable)"),
+                                   "splice, promoter, ecoli-elements, ecoli-cds-strand, pubmedqa, pbmc-celltypes "
+                                   "(repeatable)"),
     out: Path | None = typer.Option(None, "--out", help="output folder (results.json, results.csv, report.html)"),
     folds: int | None = typer.Option(None, "--folds", help="cross-validation folds (default 10)"),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),

@@ -71,7 +71,10 @@ def test_random_weights_control_of_an_unpretrained_model_shows_no_gain(setup):
     res = _evaluate(setup, setup / "out-control")
     task = res["tasks"][0]
     gains = {g["method"]: g for g in task["pretraining_gain"]}
-    assert set(gains) == {"probe-logreg-mean", "probe-logreg-cls", "finetune-ia3"}
+    best = [m for m in gains if m.startswith("best: ")]
+    assert set(gains) - set(best) == {"probe-logreg-mean", "probe-logreg-cls", "finetune-ia3"} and len(best) == 1
+    model_best, control_best = best[0].removeprefix("best: ").split(" vs ")
+    assert control_best == "control-" + model_best  # identical weights: the best control is the best's own twin
     for g in gains.values():
         assert g["gain"] == 0.0 and g["paired_gain_mean"] == 0.0 and g["outcome"] == "no gain"
     assert "pretraining no gain" in task["control_sentence"] and "only matches" in task["control_sentence"]

@@ -101,6 +101,24 @@ _ENTRIES: list[Dataset] = [
         reads="GFF3.gz",
     ),
     Dataset(
+        "ecoli-elements", "dna", "100 bp E. coli K-12 windows upstream of annotated genes / inside CDS / in "
+        "intergenic sequence >= 300 bp from any gene start, 484 each, 5 genome-block folds (task `ecoli-elements`)",
+        "NCBI RefSeq sequence and annotation (public)", "as ecoli-k12 and ecoli-k12-gff",
+        "converted from ecoli-k12 and ecoli-k12-gff by biofm (biofm.datasets.convert.ecoli_elements)",
+        convert="ecoli_elements", output="ecoli_elements.tsv.gz",
+        output_sha256="d231e28f7a2bcf8e5a86231b5e9dc380cc9b9886ba8df269e9f0e2cd4e2121a6",
+        derived_from=("ecoli-k12", "ecoli-k12-gff"), reads="TSV.gz",
+    ),
+    Dataset(
+        "ecoli-cds-strand", "dna", "100 bp E. coli K-12 CDS windows on their coding strand (1) or reverse-"
+        "complemented (0), 1,000 each, one window per gene, 5 genome-block folds (task `ecoli-cds-strand`)",
+        "NCBI RefSeq sequence and annotation (public)", "as ecoli-k12 and ecoli-k12-gff",
+        "converted from ecoli-k12 and ecoli-k12-gff by biofm (biofm.datasets.convert.ecoli_cds_strand)",
+        convert="ecoli_cds_strand", output="ecoli_cds_strand.tsv.gz",
+        output_sha256="92914a7b500a5d27c5b6a5bfb4bed8203a41a0434f040d0a2f54dbb27e5abe06",
+        derived_from=("ecoli-k12", "ecoli-k12-gff"), reads="TSV.gz",
+    ),
+    Dataset(
         "lambda-phage", "dna", "Enterobacteria phage lambda complete genome, 1 record, 48,502 bp (NC_001416.1)",
         "NCBI RefSeq sequence data (public); the bowtie2 repository it is copied from is GPL-3.0",
         "Sanger F et al. Nucleotide sequence of bacteriophage lambda DNA. J Mol Biol 162:729-773 (1982)",

@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 TASKS_DIR = SHIPPED_TASKS_DIR
-SHIPPED_TASKS: dict[str, str] = {"splice": "splice.yaml", "promoter": "promoter.yaml"}
+SHIPPED_TASKS: dict[str, str] = {"splice": "splice.yaml", "promoter": "promoter.yaml",
+                                 "ecoli-elements": "ecoli_elements.yaml", "ecoli-cds-strand": "ecoli_cds_strand.yaml"}
 
 
 class TaskSpec(Schema):

@@ -8,7 +8,6 @@ embedding in `obsm["X_biofm"]` (mean-pooled) and `obsm["X_biofm_cls"]`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ import torch
 from biofm.cells.objectives import CELL_FILE, NO_VALUE, VALUE_OFFSET
 from biofm.cells.tokenize import CellTokenizer
 from biofm.errors import BiofmError
-from biofm.io.atomic import atomic_path, write_json
-from biofm.io.files import cache_root, file_fingerprint
+from biofm.io.atomic import atomic_path
+from biofm.io.files import file_fingerprint
+from biofm.models.mlm import pool_layers
 
 
 def load_cell_model(model_dir: str | Path) -> tuple[Any, CellTokenizer, dict[str, Any]]:
@@ -58,49 +58,35 @@ def cell_layer_embeddings(model, tok: CellTokenizer, X, genes: np.ndarray, *, ba
         if not rank_mode:
             kw["token_type_ids"] = torch.from_numpy(np.where(values >= 0, values + VALUE_OFFSET, NO_VALUE))
         out = model.bert(input_ids=ids, attention_mask=attention, output_hidden_states=True, **kw)
-        states = torch.stack(out.hidden_states, dim=1).float()  # [B, layers+1, L, H]
-        m = attention[:, None, :, None].float()
-        mean[rows] = ((states * m).sum(2) / m.sum(2).clamp_min(1)).numpy()
-        cls[rows] = states[:, :, 0, :].numpy()
+        pooled, first = pool_layers(out.hidden_states, attention)  # [B, layers+1, H] each
+        mean[rows], cls[rows] = pooled.numpy(), first.numpy()
     return {"mean": mean, "cls": cls}
-
-
-def _cache_key(model_dir: Path, h5ad: str, rows: np.ndarray, extra: Any) -> str:
-    h = hashlib.sha256()
-    for f in sorted(model_dir.glob("*.safetensors")):
-        h.update(file_fingerprint(f).encode())
-    h.update(file_fingerprint(h5ad).encode())
-    h.update(np.asarray(rows, dtype=np.int64).tobytes())
-    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:20]
 
 
 def task_embeddings(model_dir: str | Path, task, *, batch_size: int = 64,
                     cache_dir: str | None = None) -> dict[str, np.ndarray]:
     """Embeddings of a cell task's cells (rows `task.inputs` of its h5ad), cached by content."""
     from biofm.cells.h5ad import read_counts
+    from biofm.eval.embeddings import cached_layers
     from biofm.models.load import resolve_model_dir
 
     model_dir = resolve_model_dir(model_dir)
     meta = task.meta
     rows = np.asarray(task.inputs, dtype=np.int64)
-    key = _cache_key(model_dir, meta["h5ad"], rows, [meta.get("layer"), meta.get("gene_column")])
-    dest = cache_root(cache_dir) / f"cellemb-{key}"
-    if (dest / "meta.json").exists():
-        return {p.stem: np.load(p, mmap_mode="r") for p in dest.glob("*.npy")}
-    model, tok, _ = load_cell_model(model_dir)
-    counts = read_counts(meta["h5ad"], layer=meta.get("layer"), gene_column=meta.get("gene_column"))
-    coverage = tok.vocab.coverage(counts.genes)
-    if coverage == 0:
-        raise BiofmError(f"{meta['h5ad']}: none of its genes is in the model's vocabulary ({model_dir}); are the "
-                         f"gene ids of the same kind (symbols vs Ensembl ids, data.gene_column)?")
-    emb = cell_layer_embeddings(model, tok, counts.X[rows], counts.genes, batch_size=batch_size)
-    with atomic_path(dest, is_dir=True) as tmp:
-        for pooling, arr in emb.items():
-            np.save(tmp / f"{pooling}.npy", arr)
-        write_json(tmp / "meta.json", {"model": str(model_dir), "h5ad": str(meta["h5ad"]), "n": len(rows),
-                                       "gene_coverage": coverage})
-    return emb
+    coverage = [0.0]
+
+    def compute() -> dict[str, np.ndarray]:
+        model, tok, _ = load_cell_model(model_dir)
+        counts = read_counts(meta["h5ad"], layer=meta.get("layer"), gene_column=meta.get("gene_column"))
+        coverage[0] = tok.vocab.coverage(counts.genes)
+        if coverage[0] == 0:
+            raise BiofmError(f"{meta['h5ad']}: none of its genes is in the model's vocabulary ({model_dir}); are the "
+                             f"gene ids of the same kind (symbols vs Ensembl ids, data.gene_column)?")
+        return cell_layer_embeddings(model, tok, counts.X[rows], counts.genes, batch_size=batch_size)
+
+    key = [file_fingerprint(meta["h5ad"]), rows, [meta.get("layer"), meta.get("gene_column")]]
+    return cached_layers("cellemb", model_dir, key, compute, {"h5ad": str(meta["h5ad"]), "n": len(rows)},
+                         cache_dir)
 
 
 def embed_h5ad(model_dir: str | Path, src: str | Path, out: str | Path, *, layer: int = -1,

@@ -1,15 +1,19 @@
-"""Frozen embeddings of every layer, computed once per (model, task, pooling) and cached.
+"""Frozen embeddings of every layer, computed once per (model, inputs, settings) and cached.
 
-All layers come from one forward pass (output_hidden_states); mean-pooled and CLS vectors are both
-taken from that pass. The cache key is a hash of the model weights' file, the inputs and the
-settings, so a changed model or task misses the cache and a rerun does not recompute.
+All layers come from one forward pass (output_hidden_states), pooled by `biofm.models.mlm.pool_layers`
+(mean over real tokens, and the <cls> or last token). `cached_layers` is the one cache for every
+modality's embeddings (sequences here, cells and peaks in their packages): the key hashes the model's
+weight files, the inputs and the settings, so a changed model or task misses the cache and a rerun
+does not recompute.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,18 +22,36 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from biofm.eval.batching import pad_batches
 from biofm.io.atomic import atomic_path, write_json
 from biofm.io.files import cache_root, file_fingerprint
-from biofm.models.mlm import encoder_of
+from biofm.models.mlm import encoder_of, pool_layers
 
 
-def _key(model_dir: Path, inputs: list[str], max_tokens: int, long_mode: str) -> str:
-    h = hashlib.sha256()
-    for f in sorted(model_dir.glob("*.safetensors")):
-        h.update(file_fingerprint(f).encode())
-    h.update(json.dumps([max_tokens, long_mode]).encode())
-    for s in inputs:
-        h.update(s.encode())
+def weights_fingerprint(model_dir: Path) -> str:
+    """Size/mtime/content stamp of a model folder's weight files."""
+    return "|".join(file_fingerprint(f) for f in sorted(Path(model_dir).glob("*.safetensors")))
+
+
+def cached_layers(kind: str, model_dir: Path, key_parts: list[Any], compute: Callable[[], dict[str, np.ndarray]],
+                  meta: dict[str, Any], cache_dir: str | None = None) -> dict[str, np.ndarray]:
+    """{pooling: [n, layers+1, H]} from the cache `<cache>/KIND-HASH/`, or from `compute()` (then stored
+    atomically). The hash covers the model's weights and `key_parts` (str, bytes, arrays or JSON-able)."""
+    h = hashlib.sha256(weights_fingerprint(model_dir).encode())
+    for part in key_parts:
+        if isinstance(part, np.ndarray):
+            h.update(np.ascontiguousarray(part).tobytes())
+        elif isinstance(part, bytes):
+            h.update(part)
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\0")
-    return h.hexdigest()[:20]
+    dest = cache_root(cache_dir) / f"{kind}-{h.hexdigest()[:20]}"
+    if (dest / "meta.json").exists():
+        return {p.stem: np.load(p, mmap_mode="r") for p in dest.glob("*.npy")}
+    emb = compute()
+    with atomic_path(dest, is_dir=True) as tmp:
+        for pooling, arr in emb.items():
+            np.save(tmp / f"{pooling}.npy", arr)
+        write_json(tmp / "meta.json", {"model": str(model_dir), **meta, "shape": list(emb["mean"].shape)})
+    return emb
 
 
 def _pieces(text: str, tok: PreTrainedTokenizerBase, max_tokens: int, long_mode: str,
@@ -72,14 +94,7 @@ def layer_embeddings_all(
     pad = tok.pad_token_id
     for idx, ids, mask in pad_batches(pieces, order, pad, batch_size):
         out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        states = torch.stack(out.hidden_states, dim=1).float()  # [B, layers+1, L, H]
-        m = mask[:, None, :, None].float()
-        pooled = ((states * m).sum(2) / m.sum(2).clamp_min(1)).numpy()  # [B, layers+1, H]
-        if causal:
-            last = mask.sum(1) - 1  # right padding: the last real token of each row
-            first = states[torch.arange(len(last)), :, last, :].numpy()
-        else:
-            first = states[:, :, 0, :].numpy()
+        pooled, first = (t.numpy() for t in pool_layers(out.hidden_states, mask, last=causal))  # [B, layers+1, H]
         for row, i in enumerate(idx):
             o = owner[i]
             mean[o] += pooled[row]
@@ -94,13 +109,9 @@ def cached_embeddings(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, model_dir: Path, inputs: list[str], *,
     max_tokens: int, long_mode: str = "truncate", batch_size: int = 64, cache_dir: str | None = None,
 ) -> dict[str, np.ndarray]:
-    dest = cache_root(cache_dir) / f"emb-{_key(model_dir, inputs, max_tokens, long_mode)}"
-    if (dest / "meta.json").exists():
-        return {p.stem: np.load(p, mmap_mode="r") for p in dest.glob("*.npy")}
-    emb = layer_embeddings_all(model, tok, inputs, max_tokens=max_tokens, long_mode=long_mode,
-                               batch_size=batch_size)
-    with atomic_path(dest, is_dir=True) as tmp:
-        for pooling, arr in emb.items():
-            np.save(tmp / f"{pooling}.npy", arr)
-        write_json(tmp / "meta.json", {"model": str(model_dir), "n": len(inputs), "shape": list(emb["mean"].shape)})
-    return emb
+    def compute() -> dict[str, np.ndarray]:
+        return layer_embeddings_all(model, tok, inputs, max_tokens=max_tokens, long_mode=long_mode,
+                                    batch_size=batch_size)
+
+    text = "\0".join(inputs).encode()
+    return cached_layers("emb", model_dir, [max_tokens, long_mode, text], compute, {"n": len(inputs)}, cache_dir)

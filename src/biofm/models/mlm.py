@@ -46,6 +46,22 @@ def masked_logits(
     return head(hidden_at_targets(model, encoder, input_ids, attention_mask.bool(), index, sparse=True))
 
 
+def pool_layers(hidden_states: tuple[torch.Tensor, ...], attention_mask: torch.Tensor, *, last: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one pooling of per-layer hidden states: (mean over the real tokens, summary token), each
+    [B, n_layers + 1, H] in float32. The summary token is the first position (<cls>) for encoders, or with
+    `last` the last real token (causal models, right padding), whose state has seen the whole input."""
+    states = torch.stack(hidden_states, dim=1).float()  # [B, n_layers + 1, L, H]
+    mask = attention_mask[:, None, :, None].float()
+    mean = (states * mask).sum(2) / mask.sum(2).clamp_min(1.0)
+    if last:
+        end = attention_mask.long().sum(1) - 1  # [B]
+        summary = states[torch.arange(len(end)), :, end, :]
+    else:
+        summary = states[:, :, 0, :]
+    return mean, summary
+
+
 @torch.no_grad()
 def layer_embeddings(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -53,6 +69,4 @@ def layer_embeddings(
     """Mean-pooled hidden states of every layer, [B, n_layers + 1, H] (index 0 = embeddings)."""
     encoder = encoder_of(model)
     out = encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    states = torch.stack(out.hidden_states, dim=1)  # [B, n_layers + 1, L, H]
-    mask = attention_mask[:, None, :, None].to(states.dtype)
-    return (states * mask).sum(2) / mask.sum(2).clamp_min(1.0)
+    return pool_layers(out.hidden_states, attention_mask)[0]

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from biofm.errors import BiofmError
+from biofm.eval.embeddings import layer_embeddings_all
 from biofm.io.atomic import atomic_path
 from biofm.modality import get as get_modality
 from biofm.models.load import load_masked_lm, model_modality
-from biofm.models.mlm import layer_embeddings
 
 
 def embed(model_path: str | Path, input_path: str | Path, out: str | Path, batch_size: int = 16,
@@ -25,12 +24,9 @@ def embed(model_path: str | Path, input_path: str | Path, out: str | Path, batch
     # the model folder is checked (config.json, complete safetensors weights matching it): one-line errors
     model, tok = load_masked_lm(model_path)
     limit = max_tokens or getattr(model.config, "max_position_embeddings", 2048)
-    chunks = []
-    with torch.inference_mode():
-        for i in range(0, len(seqs), batch_size):
-            enc = tok(seqs[i:i + batch_size], padding=True, truncation=True, max_length=limit, return_tensors="pt")
-            chunks.append(layer_embeddings(model, enc["input_ids"], enc["attention_mask"]).float().numpy())
-    emb = np.concatenate(chunks)  # [n, n_layers + 1, hidden]
+    # the evaluation's embedding pass: length-sorted batches, one forward pass per batch for all layers
+    emb = layer_embeddings_all(model, tok, list(seqs), max_tokens=limit, long_mode="truncate",
+                               batch_size=batch_size)["mean"]  # [n, n_layers + 1, hidden]
     if out.suffix == ".npy":
         with atomic_path(out) as tmp, tmp.open("wb") as fh:
             np.save(fh, emb)

@@ -11,7 +11,8 @@ from biofm.modality import Modality, modalities
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "biofm"
 SHARED = ["train", "eval", "health", "report", "models", "use", "io", "data", "datasets",
-          "cli.py", "pretrain.py", "demo.py", "sweep.py", "config.py", "errors.py", "modality.py"]
+          "cli.py", "pretrain.py", "demo.py", "sweep.py", "config.py", "errors.py", "modality.py",
+          "analyze"]
 
 
 def _modality_packages() -> set[str]:

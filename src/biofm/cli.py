@@ -196,30 +196,21 @@ def evaluate(
     task: list[str] = typer.Option([], "--task", help="task YAML, table, FILE.h5ad:LABEL, or a shipped task: "
                                    "splice, promoter, ecoli-elements, ecoli-cds-strand, pubmedqa, pbmc-celltypes "
                                    "(repeatable)"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (results.json, results.csv, report.html)"),
-    folds: int | None = typer.Option(None, "--folds", help="cross-validation folds (default 10)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (results.json, results.csv, report.html); "
+                                                        "default: RUN/eval beside the model"),
+    folds: int | None = typer.Option(None, "--folds", help="cross-validation folds (default 10); a task with "
+                                     "its own train/test split is scored on it over seeds instead (--set seeds=N)"),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """Probes, fine-tuning and baselines on the same folds, with NT's verdict.
+    """Probes, fine-tuning and baselines on the same folds (or a task's own train/validation/test split,
+    repeated over seeds), with NT's verdict.
 
     Example: biofm evaluate --model runs/demo --task splice --task promoter --out runs/demo/eval
     """
-    from biofm import config as cfgmod
-    from biofm.eval.evaluate import EvaluateConfig, run_evaluation
+    from biofm.api import evaluate_config
+    from biofm.eval.evaluate import run_evaluation
 
-    data = cfgmod.read_yaml(config) if config else {}
-    if model:
-        data["model"] = model
-    if task:
-        data["tasks"] = list(task)
-    if out:
-        data["out"] = str(out)
-    if folds:
-        data["folds"] = folds
-    data = cfgmod.apply_overrides(data, set_)
-    cfg = cfgmod.build(EvaluateConfig, data, str(config) if config else "evaluate options")
-    if not cfg.tasks:
-        raise BiofmError("no task given: pass --task TASK.yaml (or --task splice / --task promoter)")
+    cfg = evaluate_config(model, task, out=out, config=config, set_=[*([f"folds={folds}"] if folds else []), *set_])
     from biofm.demo import print_verdicts
 
     dest = run_evaluation(cfg)
@@ -291,6 +282,44 @@ def _print_sweep(result: dict) -> None:
         table.add_row(*cells)
     console.print(table)
     console.print(result["fit_sentence"])
+
+
+@app.command()
+def analyze(
+    config: Path | None = typer.Argument(None, help="optional YAML analyze config (biofm.analyze.AnalyzeConfig)"),
+    model: str | None = typer.Option(None, "--model", help="model folder (RUN/model) or run folder"),
+    task: list[str] = typer.Option([], "--task", help="labelled sequences for layer maps: task YAML, table or "
+                                   "shipped task (repeatable)"),
+    annotation: str | None = typer.Option(None, "--annotation", help="GFF3 annotation (or dataset:NAME): element "
+                                          "windows, attention by element, likelihood track"),
+    fasta: str | None = typer.Option(None, "--fasta", help="the genome the annotation describes (or dataset:NAME)"),
+    region: str | None = typer.Option(None, "--region", help="likelihood track region CHR:START-END (1-based)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (analysis.json, report.html, PNGs)"),
+    per_class: int | None = typer.Option(None, "--per-class", help="sequences per class (default 200)"),
+    seed: int | None = typer.Option(None, "--seed", help="sampling, folds, maps and the control's weights"),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Where the model separates classes (per-layer maps and scores beside its random-weights twin), which heads
+    attend to which elements, and its per-position log-likelihood along a region.
+
+    Example: biofm analyze --model runs/demo --annotation dataset:ecoli-k12-gff --fasta dataset:ecoli-k12 --out
+    runs/demo/analysis
+    """
+    from biofm import config as cfgmod
+    from biofm.analyze import AnalyzeConfig
+    from biofm.analyze import analyze as run_analyze
+
+    data = cfgmod.read_yaml(config) if config else {}
+    for key, value in (("model", model), ("annotation", annotation), ("fasta", fasta), ("region", region),
+                       ("out", str(out) if out else None), ("per_class", per_class), ("seed", seed)):
+        if value is not None:
+            data[key] = value
+    if task:
+        data["tasks"] = list(task)
+    data = cfgmod.apply_overrides(data, set_)
+    cfg = cfgmod.build(AnalyzeConfig, data, str(config) if config else "analyze options")
+    dest = run_analyze(cfg, say=lambda msg: err_console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    console.print(f"analysis: {dest / 'analysis.json'}   report: {dest / 'report.html'}")
 
 
 @app.command("score-variants")

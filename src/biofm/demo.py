@@ -57,11 +57,14 @@ def print_verdicts(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from biofm.eval.report import duplicates_sentence
+
     console = Console()
     for t in results["tasks"]:
         metric = t["headline_metric"]
         extra = [k for k in ("macro_f1", "accuracy") if k != metric and k in t["methods"][0]["summary"]]
-        table = Table(title=f"{t['task']}: mean ± s.d. over {t['folds']} folds")
+        over = f"{t['seeds']} seeds" if t.get("seeds") else f"{t['folds']} folds"
+        table = Table(title=f"{t['task']} ({t.get('protocol') or 'k-fold CV'}): mean ± s.d. over {over}")
         for col in ("method", "kind", metric, *extra):
             table.add_column(col)
         for m in sorted(t["methods"], key=lambda m: -(m["summary"][metric]["mean"] or -1)):
@@ -77,6 +80,8 @@ def print_verdicts(results: dict) -> None:
                 for r in rows:
                     tab.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()))
                 console.print(tab)
+        if duplicates_sentence(t):
+            console.print(duplicates_sentence(t))
         for w in (w for m in t["methods"] for w in m.get("warnings", [])):
             console.print(f"warning: {w}")
         if t.get("verdict"):

@@ -13,5 +13,5 @@ MODALITY = Modality(
     baseline_key="cell_baselines",
     demo="biofm.cells.demo",
     demo_run_dir="runs/demo-cells",
-    verbs={"embed_h5ad": "biofm.cells.embed:embed_h5ad"},
+    verbs={"embed_h5ad": "biofm.cells.embed:embed_h5ad", "embed_adata": "biofm.cells.embed:embed_adata"},
 )

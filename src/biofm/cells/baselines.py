@@ -41,6 +41,7 @@ from pydantic import Field, PositiveInt, field_validator
 from biofm.config import Schema
 from biofm.errors import BiofmError
 from biofm.eval.baselines import check_known, method_from
+from biofm.eval.fit import fit_predict, scaled_knn, scaled_logreg
 from biofm.eval.types import Fold, FoldPrediction, Method, Task
 
 __all__ = [
@@ -219,60 +220,16 @@ def pca_embedding(task: Task, seed: int = 0, cfg: CellBaselineConfig | None = No
 Features = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def _make_logreg(C: float, seed: int, max_iter: int = 1000) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
-
-
-def _make_knn(k: int) -> Any:
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=k, weights="uniform", metric="cosine"))
-
-
-def _check(task: Task, folds: list[Fold]) -> None:
+def _check(task: Task) -> None:
     if task.type != "classification":
         raise ValueError(f"cell baselines are classifiers; task {task.name!r} is {task.type}")
-    n = len(task.labels)
-    for i, (train, test) in enumerate(folds):
-        if len(train) == 0 or len(test) == 0:
-            raise ValueError(f"fold {i} has an empty train or test set")
-        if max(int(np.max(train)), int(np.max(test))) >= n or min(int(np.min(train)), int(np.min(test))) < 0:
-            raise ValueError(f"fold {i} has indices outside 0..{n - 1}")
 
 
 def _fit_predict(task: Task, folds: list[Fold], features: Features, make: Callable[[int], Any]
                  ) -> list[FoldPrediction]:
-    """For each fold: features (fitted on its train rows), classifier `make(n_train)` fitted, test predicted.
-
-    A class absent from a training fold gets probability 0, so every fold's `proba` has all of the
-    task's columns. BLAS is held to one thread (many small solves on shared cores, as for DNA).
-    """
-    from threadpoolctl import threadpool_limits
-
-    _check(task, folds)
-    y = task.labels
-    n_classes = max(task.n_classes, int(y.max()) + 1)
-    out: list[FoldPrediction] = []
-    with threadpool_limits(limits=1, user_api="blas"):
-        for i, (train, test) in enumerate(folds):
-            train, test = np.asarray(train), np.asarray(test)
-            x_tr, x_te = features(train, test)
-            present, y_tr = np.unique(y[train], return_inverse=True)
-            proba = np.zeros((len(test), n_classes), dtype=np.float64)
-            if len(present) == 1:
-                proba[:, present[0]] = 1.0
-            else:
-                model = make(len(train))
-                model.fit(x_tr, y_tr)
-                proba[:, present] = model.predict_proba(x_te)
-            out.append(FoldPrediction(i, test, proba.argmax(1).astype(np.int64), proba))
-    return out
+    """biofm.eval.fit.fit_predict for classifiers `make(n_train)` (kNN caps k at the training rows)."""
+    _check(task)
+    return fit_predict(task, folds, features, lambda _kind, _fold, n: make(n))
 
 
 def _rows(X: np.ndarray, task: Task) -> np.ndarray:
@@ -287,7 +244,7 @@ def knn_method(X: np.ndarray, k: int = 15) -> Method:
 
     def method(task: Task, folds: list[Fold], seed: int) -> list[FoldPrediction]:
         feats = _rows(X, task)
-        return _fit_predict(task, folds, lambda tr, te: (feats[tr], feats[te]), lambda n: _make_knn(min(k, n)))
+        return _fit_predict(task, folds, lambda tr, te: (feats[tr], feats[te]), lambda n: scaled_knn(min(k, n)))
 
     method.__name__ = "knn"
     return method
@@ -299,7 +256,7 @@ def logreg_method(X: np.ndarray, C: float = 1.0, max_iter: int = 1000) -> Method
     def method(task: Task, folds: list[Fold], seed: int) -> list[FoldPrediction]:
         feats = _rows(X, task)
         return _fit_predict(task, folds, lambda tr, te: (feats[tr], feats[te]),
-                            lambda n: _make_logreg(C, seed, max_iter))
+                            lambda n: scaled_logreg(C, seed, max_iter))
 
     method.__name__ = "logreg"
     return method
@@ -312,21 +269,21 @@ def pca_logreg(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfig
     """Logistic regression on PCA(n_pcs) of the scaled log-normalised HVGs (all fitted per training fold)."""
     lognorm = log_normalise(_counts(task))
     return _fit_predict(task, folds, lambda tr, te: fold_pca(lognorm, tr, te, cfg.n_hvg, cfg.n_pcs, seed),
-                        lambda n: _make_logreg(cfg.C, seed, cfg.max_iter))
+                        lambda n: scaled_logreg(cfg.C, seed, cfg.max_iter))
 
 
 def pca_knn(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfig) -> list[FoldPrediction]:
     """kNN on PCA(n_pcs) of the scaled log-normalised HVGs (all fitted per training fold)."""
     lognorm = log_normalise(_counts(task))
     return _fit_predict(task, folds, lambda tr, te: fold_pca(lognorm, tr, te, cfg.n_hvg, cfg.n_pcs, seed),
-                        lambda n: _make_knn(min(cfg.knn_k, n)))
+                        lambda n: scaled_knn(min(cfg.knn_k, n)))
 
 
 def hvg_logreg(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfig) -> list[FoldPrediction]:
     """Logistic regression on the scaled log-normalised HVGs themselves (HVGs and scaling per training fold)."""
     lognorm = log_normalise(_counts(task))
     return _fit_predict(task, folds, lambda tr, te: _hvg_scaled(lognorm, tr, te, cfg.n_hvg),
-                        lambda n: _make_logreg(cfg.C, seed, cfg.max_iter))
+                        lambda n: scaled_logreg(cfg.C, seed, cfg.max_iter))
 
 
 def scvi_logreg(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfig) -> list[FoldPrediction]:
@@ -358,7 +315,7 @@ def scvi_logreg(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfi
         model.train(max_epochs=cfg.scvi_max_epochs)
         return model.get_latent_representation(part["train"]), model.get_latent_representation(part["test"])
 
-    return _fit_predict(task, folds, latent, lambda n: _make_logreg(cfg.C, seed, cfg.max_iter))
+    return _fit_predict(task, folds, latent, lambda n: scaled_logreg(cfg.C, seed, cfg.max_iter))
 
 
 CellBaselineFn = Callable[[Task, list[Fold], int, CellBaselineConfig], list[FoldPrediction]]

@@ -89,6 +89,31 @@ def task_embeddings(model_dir: str | Path, task, *, batch_size: int = 64,
                          cache_dir)
 
 
+def embed_adata(model_dir: str | Path, adata: Any, *, key_added: str = "X_biofm", layer: int = -1,
+                layer_name: str | None = None, gene_column: str | None = None, batch_size: int = 64,
+                name: str = "AnnData") -> tuple[int, int, float]:
+    """Embed the cells of an in-memory AnnData into it: obsm[key_added] (mean-pooled) and
+    obsm[key_added + "_cls"] of `layer`, and what made them in uns["biofm"]. The counts are read with the
+    same checks as a file's (`name` in messages). Returns (cells, dimensions, fraction of the genes in the
+    model's vocabulary)."""
+    from biofm.cells.h5ad import read_counts
+
+    model, tok, _ = load_cell_model(model_dir)
+    counts = read_counts(name, layer=layer_name, gene_column=gene_column, adata=adata)
+    coverage = tok.vocab.coverage(counts.genes)
+    if coverage == 0:
+        raise BiofmError(f"{name}: none of its genes is in the model's vocabulary; pass --gene-column for Ensembl ids")
+    n_layers = model.config.num_hidden_layers + 1
+    if not -n_layers <= layer < n_layers:
+        raise BiofmError(f"--layer {layer}: the model has layers 0..{n_layers - 1} (0 = embeddings)")
+    emb = cell_layer_embeddings(model, tok, counts.X, counts.genes, batch_size=batch_size)
+    adata.obsm[key_added] = np.ascontiguousarray(emb["mean"][:, layer])
+    adata.obsm[f"{key_added}_cls"] = np.ascontiguousarray(emb["cls"][:, layer])
+    adata.uns["biofm"] = {"model": str(model_dir), "layer": int(layer % n_layers), "key": key_added,
+                          "pooling": f"mean ({key_added}), cls ({key_added}_cls)", "gene_coverage": float(coverage)}
+    return adata.n_obs, int(emb["mean"].shape[2]), coverage
+
+
 def embed_h5ad(model_dir: str | Path, src: str | Path, out: str | Path, *, layer: int = -1,
                layer_name: str | None = None, gene_column: str | None = None,
                batch_size: int = 64) -> tuple[int, int, float]:
@@ -97,27 +122,20 @@ def embed_h5ad(model_dir: str | Path, src: str | Path, out: str | Path, *, layer
     Returns (cells, dimensions, fraction of the file's genes in the model's vocabulary)."""
     import anndata as ad
 
-    from biofm.cells.h5ad import read_counts
+    from biofm.cells.h5ad import _check_file
 
     src, out = Path(src), Path(out)
     if out.resolve() == src.resolve():
         raise BiofmError(f"{out}: the output would overwrite the input; biofm never modifies its input")
     if out.suffix != ".h5ad":
         raise BiofmError(f"{out}: the output of a cell embedding is an .h5ad file")
-    model, tok, _ = load_cell_model(model_dir)
-    counts = read_counts(src, layer=layer_name, gene_column=gene_column)
-    coverage = tok.vocab.coverage(counts.genes)
-    if coverage == 0:
-        raise BiofmError(f"{src}: none of its genes is in the model's vocabulary; pass --gene-column for Ensembl ids")
-    emb = cell_layer_embeddings(model, tok, counts.X, counts.genes, batch_size=batch_size)
-    n_layers = emb["mean"].shape[1]
-    if not -n_layers <= layer < n_layers:
-        raise BiofmError(f"--layer {layer}: the model has layers 0..{n_layers - 1} (0 = embeddings)")
-    adata = ad.read_h5ad(src)  # a fresh in-memory copy; the file itself is only read
-    adata.obsm["X_biofm"] = np.ascontiguousarray(emb["mean"][:, layer])
-    adata.obsm["X_biofm_cls"] = np.ascontiguousarray(emb["cls"][:, layer])
-    adata.uns["biofm"] = {"model": str(model_dir), "layer": int(layer % n_layers), "pooling": "mean (X_biofm), "
-                          "cls (X_biofm_cls)", "gene_coverage": float(coverage)}
+    _check_file(src)
+    try:
+        adata = ad.read_h5ad(src)  # a fresh in-memory copy; the file itself is only read
+    except Exception as exc:
+        raise BiofmError(f"{src}: not a readable AnnData .h5ad file ({str(exc).splitlines()[0]})") from None
+    n, dim, coverage = embed_adata(model_dir, adata, layer=layer, layer_name=layer_name, gene_column=gene_column,
+                                   batch_size=batch_size, name=str(src))
     with atomic_path(out) as tmp:
         adata.write_h5ad(tmp)
-    return adata.n_obs, int(emb["mean"].shape[2]), coverage
+    return n, dim, coverage

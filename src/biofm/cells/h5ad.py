@@ -78,13 +78,14 @@ class CellMatrix:
 
 
 def read_counts(path: str | Path, layer: str | None = None, gene_column: str | None = None,
-                allow_non_counts: bool = False) -> CellMatrix:
-    """Raw counts of an `.h5ad` file (see the module docstring); BiofmError naming the file if unusable.
+                allow_non_counts: bool = False, adata: Any = None) -> CellMatrix:
+    """Raw counts of an `.h5ad` file, or of an in-memory AnnData `adata` (`path` then names it in
+    messages), see the module docstring; BiofmError naming the file if unusable.
 
     The whole matrix is one chunk of a `CountReader`, so it passes exactly the checks a streamed build
     applies chunk by chunk.
     """
-    with CountReader(path, layer, gene_column, allow_non_counts) as reader:
+    with CountReader(path, layer, gene_column, allow_non_counts, adata=adata) as reader:
         x = reader.read(0, reader.n_cells)
         obs = reader.obs()
         is_counts = reader.is_counts
@@ -107,13 +108,19 @@ class CountReader:
     """
 
     def __init__(self, path: str | Path, layer: str | None = None, gene_column: str | None = None,
-                 allow_non_counts: bool = False):
+                 allow_non_counts: bool = False, adata: Any = None):
+        """`adata`: an AnnData already in memory (a notebook's), read with the same checks; `path` then
+        only names it in messages."""
         import h5py
 
         p = Path(path)
-        _check_file(p)
         self.path, self.layer, self.allow_non_counts = p, layer, allow_non_counts
         self.is_counts = True
+        self._file: Any = None
+        if adata is not None:
+            self._open(gene_column, _AnnStore(p, adata))
+            return
+        _check_file(p)
         try:
             self._file = h5py.File(p, "r")
         except OSError as exc:
@@ -124,10 +131,18 @@ class CountReader:
             self.close()
             raise
 
-    def _open(self, gene_column: str | None) -> None:
+    def _open(self, gene_column: str | None, in_memory: _AnnStore | None = None) -> None:
         import h5py
 
         p, f, layer = self.path, self._file, self.layer
+        if in_memory is not None:
+            store: _Store = in_memory
+            try:
+                rows, var = store.load(p, layer)
+            except _NotAMatrix as exc:
+                raise BiofmError(f"{p}: {_what(store, layer)} is not a numeric cells x genes matrix ({exc})") from None
+            self._set_matrix(store, rows, var, gene_column)
+            return
         try:
             if not ("obs" in f and "var" in f and ("X" in f or "layers" in f)):
                 raise BiofmError(f"{p}: not an AnnData .h5ad file (an HDF5 file without obs/var/X)")
@@ -146,6 +161,10 @@ class CountReader:
             raise BiofmError(f"{p}: {_what(store, layer)} is not a numeric cells x genes matrix ({exc})") from None
         except OSError as exc:
             raise BiofmError(f"{p}: unreadable h5ad file ({str(exc).splitlines()[0]})") from None
+        self._set_matrix(store, rows, var, gene_column)
+
+    def _set_matrix(self, store: _Store, rows: _Rows, var: pd.DataFrame, gene_column: str | None) -> None:
+        p, layer = self.path, self.layer
         self._store, self._rows, self._what = store, rows, _what(store, layer)
         self.n_cells: int = int(rows.shape[0])
         self._raw_genes = _gene_ids(p, var, gene_column, layer)
@@ -205,7 +224,8 @@ class CountReader:
             return _AnnStore(self.path).obs()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> CountReader:
         return self
@@ -497,9 +517,12 @@ class _H5Store(_Store):
 
 
 class _AnnStore(_Store):
-    def __init__(self, p: Path):
+    def __init__(self, p: Path, adata: Any = None):
         import anndata as ad
 
+        if adata is not None:
+            self.adata = adata
+            return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:

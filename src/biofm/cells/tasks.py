@@ -9,6 +9,8 @@ A cell task is either a small YAML file
     layer: null                          # counts in a layer instead of X
     gene_column: null                    # gene symbols/ids in this var column instead of var_names
     min_cells_per_class: 0               # drop (and report) classes with fewer cells
+    split_column: null                   # optional: a fixed split, train / dev / test per cell
+    seeds: null                          # fixed split: repeats (default 3), mean ± s.d. over seeds
 
 or a bare h5ad path with the label column given separately (`--label-column bulk_labels`) or glued
 on after a colon: `pbmc68k_700cells_counts.h5ad:bulk_labels`.
@@ -27,13 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from rich.console import Console
 
 from biofm.config import Schema, build, read_yaml
 from biofm.datasets import REFERENCE_PREFIX, get, is_reference, resolve
 from biofm.errors import BiofmError
-from biofm.eval.tables import MIN_EXAMPLES, MIN_PER_CLASS, class_codes, label_text, resolve_file
+from biofm.eval.folds import with_fixed_split
+from biofm.eval.tables import (
+    MIN_EXAMPLES,
+    MIN_PER_CLASS,
+    check_fixed_only,
+    class_codes,
+    label_text,
+    resolve_file,
+    split_name,
+)
 from biofm.eval.types import SHIPPED_TASKS_DIR, Task
 
 __all__ = ["MIN_CELLS", "CellTaskSpec", "is_cell_task", "load_cell_task", "split_label_suffix"]
@@ -57,6 +68,9 @@ class CellTaskSpec(Schema):
     layer: str | None = Field(None, description="read counts from this layer instead of X")
     gene_column: str | None = Field(None, description="var column with gene names; default var_names")
     min_cells_per_class: int = Field(0, ge=0, description="drop classes with fewer cells (reported)")
+    split_column: str | None = Field(None, description="obs column with each cell's part of a fixed split: "
+                                     "train / dev (validation) / test; default: cross-validation")
+    seeds: PositiveInt | None = Field(None, description="fixed split: repeats, mean ± s.d. over seeds (default 3)")
 
 
 def split_label_suffix(text: str) -> tuple[str, str | None]:
@@ -72,9 +86,13 @@ def split_label_suffix(text: str) -> tuple[str, str | None]:
 
 def is_cell_task(text: str | Path) -> bool:
     """Whether `text` names a cell task: a shipped name, an .h5ad path or registered h5ad dataset
-    (`dataset:NAME`), optionally `:label`, or a YAML with an `h5ad:` key."""
+    (`dataset:NAME`), optionally `:label`, or a YAML with an `h5ad:` key; not a cell x peak matrix (atac's)."""
     if str(text) in SHIPPED_CELL_TASKS:
         return True
+    from biofm.atac.tasks import is_atac_task  # imported here: biofm.atac imports this module
+
+    if is_atac_task(text):
+        return False
     if is_reference(text):
         return get(_reference_parts(str(text))[0]).reads.startswith("h5ad")
     path, _ = split_label_suffix(str(text))
@@ -194,6 +212,9 @@ def _task_from_file(spec: CellTaskSpec, h5ad: Path, source: str) -> Task:
         raise _missing_column(h5ad, source, "label_column", spec.label_column, obs)
     if spec.batch_column is not None and spec.batch_column not in obs.columns:
         raise _missing_column(h5ad, source, "batch_column", spec.batch_column, obs)
+    if spec.split_column is not None and spec.split_column not in obs.columns:
+        raise _missing_column(h5ad, source, "split_column", spec.split_column, obs)
+    check_fixed_only(source, spec.split_column is not None, seeds=spec.seeds)
     if spec.layer is not None and spec.layer not in layers:
         raise BiofmError(f"{source}: no layer {spec.layer!r} in {h5ad.name} (layers: {', '.join(layers) or 'none'})")
     if spec.gene_column is not None and spec.gene_column not in var_cols:
@@ -265,5 +286,21 @@ def _task_from_file(spec: CellTaskSpec, h5ad: Path, source: str) -> Task:
     }
     if spec.description:
         meta["description"] = spec.description
-    return Task(name=spec.name, type="classification", inputs=[int(r) for r in rows], labels=labels,
+    task = Task(name=spec.name, type="classification", inputs=[int(r) for r in rows], labels=labels,
                 classes=unique, source=source, meta=meta)
+    if spec.split_column is not None:
+        # cells are rows of one matrix, not comparable content: no duplicate check (meta says None)
+        task = with_fixed_split(task, _split_of(obs, spec.split_column, rows, h5ad), seeds=spec.seeds)
+    return task
+
+
+def _split_of(obs: Any, column: str, rows: np.ndarray, h5ad: Path) -> np.ndarray:
+    """Each kept cell's part of the fixed split, from obs `column`; an unknown value names its cell."""
+    texts = _texts(obs, column)[rows]
+    out = np.array([split_name(t) for t in texts.tolist()], dtype=object)
+    bad = [i for i, s in enumerate(out.tolist()) if s is None]
+    if bad:
+        cell = str(np.asarray(obs.index)[rows[bad[0]]])
+        raise BiofmError(f"{h5ad}: obs column {column!r}: cell {cell!r} has split {texts[bad[0]]!r}, not train, "
+                         f"dev / validation / valid / val or test ({len(bad)} such cell(s))")
+    return out

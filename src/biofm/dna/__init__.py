@@ -19,5 +19,6 @@ MODALITY = Modality(
         "masked_pieces": "biofm.dna.inputs:masked_pieces",
         "tokenizer_train": "biofm.dna.tokenizer:train_command",
         "tokenizer_encode": "biofm.dna.tokenizer:encode_command",
+        "element_windows": "biofm.dna.elements:element_windows",
     },
 )

@@ -22,6 +22,7 @@ from pydantic import Field, PositiveInt, field_validator
 from biofm.config import Schema
 from biofm.dna.tokenizer import KmerTokenizer
 from biofm.eval.baselines import check_known, method_from
+from biofm.eval.fit import check_folds, fit_predict
 from biofm.eval.folds import validation_split
 from biofm.eval.types import Fold, FoldPrediction, Method, Task
 
@@ -188,68 +189,6 @@ def _token_matrix(seqs: Sequence[str], k: int) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------------------------ fitting
-
-
-def _check(task: Task, folds: list[Fold]) -> None:
-    if task.type not in ("classification", "regression"):
-        raise ValueError(f"unknown task type {task.type!r}")
-    n = len(task.inputs)
-    for i, (train, test) in enumerate(folds):
-        if len(train) == 0 or len(test) == 0:
-            raise ValueError(f"fold {i} has an empty train or test set")
-        if max(int(np.max(train)), int(np.max(test))) >= n or min(int(np.min(train)), int(np.min(test))) < 0:
-            raise ValueError(f"fold {i} has indices outside 0..{n - 1}")
-
-
-def _fit_predict_sklearn(
-    task: Task,
-    folds: list[Fold],
-    features: Any,
-    make: Callable[[Literal["classification", "regression"], int], Any],
-) -> list[FoldPrediction]:
-    """Fit `make(type, fold)` on each fold's train rows and predict its test rows.
-
-    Classes missing from a training fold are handled here once for every model: the model sees
-    labels re-coded to 0..m-1 and its probabilities are scattered back into all of the task's
-    classes (absent classes get probability 0), so every fold's `proba` has the same columns.
-
-    BLAS is held to one thread: these fits are many small matrix products, and when the cores are
-    shared a multi-threaded BLAS stalls on each one (a 40-example fit measured 7 s instead of 0.05 s).
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_predict_loop(task, folds, features, make)
-
-
-def _fit_predict_loop(
-    task: Task,
-    folds: list[Fold],
-    features: Any,
-    make: Callable[[Literal["classification", "regression"], int], Any],
-) -> list[FoldPrediction]:
-    out: list[FoldPrediction] = []
-    y = task.labels
-    for i, (train, test) in enumerate(folds):
-        x_tr, x_te = features[train], features[test]
-        if task.type == "regression":
-            model = make("regression", i)
-            model.fit(x_tr, y[train].astype(np.float64))
-            out.append(FoldPrediction(i, np.asarray(test), np.asarray(model.predict(x_te), dtype=np.float64)))
-            continue
-        present, y_tr = np.unique(y[train], return_inverse=True)
-        proba = np.zeros((len(test), max(task.n_classes, int(y.max()) + 1)), dtype=np.float64)
-        if len(present) == 1:
-            proba[:, present[0]] = 1.0
-        else:
-            model = make("classification", i)
-            model.fit(x_tr, y_tr)
-            proba[:, present] = model.predict_proba(x_te)
-        out.append(FoldPrediction(i, np.asarray(test), proba.argmax(1).astype(np.int64), proba))
-    return out
-
-
 def raw_token_logreg(
     task: Task, folds: list[Fold], seed: int, k: int = 6, c: float = 1.0, max_iter: int = 2000
 ) -> list[FoldPrediction]:
@@ -263,15 +202,15 @@ def raw_token_logreg(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    _check(task, folds)
+    check_folds(task, folds)
     feats = _token_matrix(task.inputs, k)
 
-    def make(kind: str, fold: int) -> Any:
+    def make(kind: str, fold: int, n_train: int) -> Any:
         if kind == "regression":
             return make_pipeline(StandardScaler(), Ridge(alpha=1.0 / c))
         return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
 
-    return _fit_predict_sklearn(task, folds, feats, make)
+    return fit_predict(task, folds, feats, make)
 
 
 def kmer_logreg(
@@ -286,17 +225,17 @@ def kmer_logreg(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    _check(task, folds)
+    check_folds(task, folds)
     feats = kmer_features(task.inputs, ks)
 
-    def make(kind: str, fold: int) -> Any:
+    def make(kind: str, fold: int, n_train: int) -> Any:
         if kind == "regression":
             return make_pipeline(StandardScaler(with_mean=False), Ridge(alpha=1.0 / c))
         return make_pipeline(
             StandardScaler(with_mean=False), LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
         )
 
-    return _fit_predict_sklearn(task, folds, feats, make)
+    return fit_predict(task, folds, feats, make)
 
 
 def kmer_xgboost(
@@ -312,7 +251,7 @@ def kmer_xgboost(
     """Gradient-boosted trees on k-mer frequencies (histogram method, seeded, so runs repeat exactly)."""
     from xgboost import XGBClassifier, XGBRegressor
 
-    _check(task, folds)
+    check_folds(task, folds)
     feats = kmer_features(task.inputs, ks)
     params = {
         "n_estimators": n_estimators,
@@ -324,10 +263,10 @@ def kmer_xgboost(
         "verbosity": 0,
     }
 
-    def make(kind: str, fold: int) -> Any:
+    def make(kind: str, fold: int, n_train: int) -> Any:
         return XGBRegressor(**params) if kind == "regression" else XGBClassifier(**params)
 
-    return _fit_predict_sklearn(task, folds, feats, make)
+    return fit_predict(task, folds, feats, make)
 
 
 # ------------------------------------------------------------------------------------------ CNN
@@ -399,7 +338,7 @@ def cnn(
     """
     import torch
 
-    _check(task, folds)
+    check_folds(task, folds)
     cfg = CnnConfig(
         epochs=epochs,
         batch_size=batch_size,

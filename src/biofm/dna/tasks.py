@@ -1,7 +1,8 @@
 """Labelled DNA tasks described by a small YAML file.
 
-A task YAML names the examples (a CSV/TSV/JSONL/parquet table, or one FASTA file per class) and
-whether the label is a class or a number. Everything a user can get wrong in those files -- a missing
+A task YAML names the examples (a CSV/TSV/JSONL/parquet table, one FASTA file per class, or a
+benchmark's own `train:` / `validation:` / `test:` tables, scored on that fixed split) and whether the
+label is a class or a number. Everything a user can get wrong in those files -- a missing
 column, an empty sequence, a non-numeric regression label, a single class -- is reported as one
 line naming the file and, for text tables, the line, because the alternative is a stack trace from
 deep inside a model several minutes into an evaluation. Reading tables and the label, fold and size
@@ -24,13 +25,16 @@ from pydantic import Field, PositiveInt
 from biofm.config import Schema, build, read_yaml
 from biofm.dna.fasta import normalise_sequence, read_fasta
 from biofm.errors import BiofmError, where
+from biofm.eval.folds import with_fixed_split
 from biofm.eval.tables import (
+    SPLIT_KEYS,
     Row,
+    check_fixed_only,
     check_header_options,
-    read_table,
+    check_split_keys,
+    read_task_rows,
     require_examples,
     resolve_file,
-    table_rows,
     task_arrays,
 )
 from biofm.eval.types import SHIPPED_TASKS_DIR, Task
@@ -61,6 +65,14 @@ class TaskSpec(Schema):
     sequence_column: str = "sequence"
     label_column: str = "label"
     fold_column: str | None = Field(None, description="predefined folds; default: the 'fold' column if present")
+    train: str | None = Field(None, description="fixed split: the training table (with test:, instead of table:)")
+    validation: str | None = Field(None, description="fixed split: the model-selection table (optional)")
+    test: str | None = Field(None, description="fixed split: the table every method is scored on")
+    split_column: str | None = Field(None, description="fixed split in one table: train / dev / test per row; "
+                                     "default: the 'split' column if present")
+    seeds: PositiveInt | None = Field(None, description="fixed split: repeats, mean ± s.d. over seeds (default 3)")
+    keep_test_duplicates: bool = Field(False, description="fixed split: keep test rows that duplicate a "
+                                       "train/validation sequence (default: removed, and counted)")
     header: bool = True
     columns: list[str] | None = Field(None, description="names of the columns of a table without a header line")
     delimiter: str | None = Field(None, description="default by extension: .csv/.txt comma, .tsv/.tab tab")
@@ -79,20 +91,23 @@ def load_task(path: str | Path) -> Task:
     meta: dict[str, Any] = {"long_sequences": spec.long_sequences, "max_length_bp": spec.max_length_bp}
     if spec.description:
         meta["description"] = spec.description
-    if spec.table is not None:
-        table = resolve_file(yaml_path, spec.table, "table")
-        names, records = read_table(table, yaml_path, header=spec.header, columns=spec.columns,
-                                    delimiter=spec.delimiter)
-        rows, fold_column = table_rows(
-            table, names, records, source=yaml_path, input_key="sequence_column",
-            input_column=spec.sequence_column, label_column=spec.label_column, fold_column=spec.fold_column,
+    split = None
+    if spec.table is not None or spec.train is not None:
+        keys = {"table": spec.table} if spec.table is not None else {k: getattr(spec, k) for k in SPLIT_KEYS}
+        files = {k: resolve_file(yaml_path, v, k) for k, v in keys.items() if v is not None}
+        read = read_task_rows(
+            files, yaml_path, header=spec.header, columns=spec.columns, delimiter=spec.delimiter,
+            input_key="sequence_column", input_column=spec.sequence_column, label_column=spec.label_column,
+            fold_column=spec.fold_column, split_column=spec.split_column,
         )
-        meta["table"] = str(table)
-        data_source, label_what = str(table), f"column {spec.label_column!r}"
+        rows, fold_column, split = read.rows, read.fold_column, read.split
+        meta.update({k: str(v) for k, v in files.items()})
+        data_source, label_what = read.data_source, f"column {spec.label_column!r}"
     else:
         rows, fold_column = _fasta_rows(spec, yaml_path), None
         data_source, label_what = str(yaml_path), "fasta:"
 
+    check_fixed_only(yaml_path, split is not None, seeds=spec.seeds, keep=spec.keep_test_duplicates)
     require_examples(len(rows), data_source)
     inputs = [_clean_sequence(r) for r in rows]
     labels, classes, folds = task_arrays(rows, spec.type, data_source, label_what=label_what, fold_column=fold_column)
@@ -107,6 +122,8 @@ def load_task(path: str | Path) -> Task:
         source=str(yaml_path),
         meta=meta,
     )
+    if split is not None:  # after cleaning, so duplicates are compared as the models see them
+        task = with_fixed_split(task, split, keep_test_duplicates=spec.keep_test_duplicates, seeds=spec.seeds)
     if spec.max_length_bp is not None:
         _check_limit(task, spec.max_length_bp, f"max_length_bp ({spec.max_length_bp} bp)")
     return task
@@ -181,14 +198,18 @@ def unspace_kmers(text: str) -> str:
 
 
 def _check_spec(spec: TaskSpec, yaml_path: Path) -> None:
-    if spec.table is not None and spec.fasta is not None:
-        raise BiofmError(f"{yaml_path}: give either table: or fasta:, not both")
-    if spec.table is None and spec.fasta is None:
-        raise BiofmError(f"{yaml_path}: no examples: give table: (CSV/TSV/parquet) or fasta: (label -> FASTA file)")
+    parts = {k: getattr(spec, k) for k in SPLIT_KEYS}
+    if (spec.table is not None or any(v is not None for v in parts.values())) and spec.fasta is not None:
+        raise BiofmError(f"{yaml_path}: give either table: (or train: + test:) or fasta:, not both")
+    if spec.table is None and spec.fasta is None and all(v is None for v in parts.values()):
+        raise BiofmError(f"{yaml_path}: no examples: give table: (CSV/TSV/parquet), train: + test: tables, or "
+                         "fasta: (label -> FASTA file)")
+    check_split_keys(yaml_path, table=spec.table, parts=parts, fold_column=spec.fold_column,
+                     split_column=spec.split_column)
     if spec.fasta is not None:
         if spec.type != "classification":
             raise BiofmError(f"{yaml_path}: fasta: tasks are classification (one class per file), not {spec.type}")
-        table_keys = ("fold_column", "columns", "delimiter")
+        table_keys = ("fold_column", "split_column", "columns", "delimiter")
         used = [k for k in table_keys if getattr(spec, k) is not None]
         if used:
             raise BiofmError(f"{yaml_path}: key {used[0]!r} applies to table: tasks, not fasta:")

@@ -6,7 +6,8 @@ scratch. The control is the same architecture, configuration and tokenizer with 
 weights (`seed`), run through exactly the same methods on the same folds. The pretraining gain of a
 method is model − control, judged like the baselines (biofm.eval.verdict): NT's ±2 s.d. rule, and the
 paired comparison over the shared folds (95% t-interval of the per-fold difference, Wilcoxon p), which
-decides the headline outcome when the two disagree.
+decides the headline outcome when the two disagree. Under a fixed split the folds are seeds: model and
+control run with the same seed k on the same test set, and the rows say "seeds".
 """
 
 from __future__ import annotations
@@ -41,33 +42,33 @@ def make_control_model(model_dir: Path, dest: Path, seed: int) -> Path:
     return dest
 
 
-def _gain_row(m: dict[str, Any], twin: dict[str, Any], metric: str, name: str) -> dict[str, Any]:
+def _gain_row(m: dict[str, Any], twin: dict[str, Any], metric: str, name: str, unit: str) -> dict[str, Any]:
     words = {"beats": "gain", "matches": "no gain", "loses": "worse"}
     ms, cs = m["summary"][metric], twin["summary"][metric]
     nt = words[compare(ms["mean"], ms["std"], cs["mean"], cs["std"])]
-    pair = paired(per_fold(m, metric), per_fold(twin, metric))
+    pair = paired(per_fold(m, metric), per_fold(twin, metric), unit)
     row = {"method": name, "metric": metric, "model_mean": ms["mean"], "model_std": ms["std"],
            "control_mean": cs["mean"], "control_std": cs["std"], "gain": ms["mean"] - cs["mean"],
            "outcome": words[pair.outcome] if pair else nt, "nt_outcome": nt}
     if pair is not None:
         row.update({"paired_gain_mean": pair.mean, "paired_gain_std": pair.std, "paired_ci_low": pair.ci_low,
-                    "paired_ci_high": pair.ci_high, "wilcoxon_p": pair.wilcoxon_p, "folds": pair.n})
+                    "paired_ci_high": pair.ci_high, "wilcoxon_p": pair.wilcoxon_p, unit: pair.n})
     return row
 
 
-def pretraining_gain(methods: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+def pretraining_gain(methods: list[dict[str, Any]], metric: str, unit: str = "folds") -> list[dict[str, Any]]:
     """model − control for every model method with a control twin, then one row `best` that sets the
     model's best method against the control's best method (whichever they are: a pretrained model must
     beat the best a random network achieves with any readout, not only its own twin). Each row has the
     outcome (gain / no gain / worse: paired when there are ≥ 2 folds, else NT's), NT's outcome, and the
-    per-fold paired difference."""
+    per-fold paired difference (`unit` = "seeds" under a fixed split: the count is then keyed `seeds`)."""
     by_name = {m["name"]: m for m in methods}
     rows, pairs = [], []
     for m in methods:
         twin = by_name.get(PREFIX + m["name"])
         if m["kind"] not in ("probe", "finetune") or twin is None or metric not in m["summary"]:
             continue
-        rows.append(_gain_row(m, twin, metric, m["name"]))
+        rows.append(_gain_row(m, twin, metric, m["name"], unit))
         pairs.append((m, twin))
     if pairs:
         def mean(m: dict[str, Any]) -> float:
@@ -77,7 +78,7 @@ def pretraining_gain(methods: list[dict[str, Any]], metric: str) -> list[dict[st
         best_model = max((m for m, _ in pairs), key=mean)
         best_control = max((t for _, t in pairs), key=mean)
         rows.append(_gain_row(best_model, best_control, metric,
-                              f"best: {best_model['name']} vs {best_control['name']}"))
+                              f"best: {best_model['name']} vs {best_control['name']}", unit))
     return rows
 
 
@@ -93,8 +94,10 @@ def gain_sentence(task: str, rows: list[dict[str, Any]]) -> str:
          f"control's best, {control_method or model_method} ({best['control_mean']:.3f} ± {best['control_std']:.3f})")
     if "paired_ci_low" in best:
         p = best["wilcoxon_p"]
+        key = "seeds" if "seeds" in best else "folds"
+        n = best[key]
         s += (f"; paired gain {best['paired_gain_mean']:+.3f} (95% CI {best['paired_ci_low']:+.3f} to "
-              f"{best['paired_ci_high']:+.3f}, {best['folds']} folds, Wilcoxon p="
+              f"{best['paired_ci_high']:+.3f}, {n} {key}, Wilcoxon p="
               f"{'n/a' if p != p else format(p, '.3g')})")
         if best["nt_outcome"] != best["outcome"]:
             s += f"; NT's ±2 s.d. rule would say {best['nt_outcome']}"

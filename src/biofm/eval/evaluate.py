@@ -9,11 +9,22 @@ for all. The modality of a task picks its loader, its embedding function and its
 the modality plug-in's evaluation module (`biofm.modality`); nothing here knows which modalities
 exist. Each modality's baseline settings sit under its own key of the config (`baselines` for DNA,
 `text_baselines`, `cell_baselines`, ...), added to the schema from the registry.
+
+A task that names a fixed split (a benchmark's train / validation / test rows) is scored the way
+published tables are: every method trains on the train rows, selects on the validation rows (carved
+from train when the task names none) and is scored on the test rows, once per seed (`seeds`, default
+the task's, else 3). The seeds are the "folds" (fold k = seed `seed + k`), so methods keep their one
+signature; baselines and the modality's model methods are run one seed at a time with seed `seed + k`
+(some draw their randomness from `seed` alone and would otherwise repeat one run), probes vary by the
+fold index. Mean ± s.d. is then over seeds, verdicts are paired seed by seed on the one test set, and
+every result says which protocol it was scored under.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,8 +37,9 @@ from biofm.errors import BiofmError
 from biofm.eval.control import PREFIX as CONTROL_PREFIX
 from biofm.eval.control import gain_sentence, make_control_model, pretraining_gain
 from biofm.eval.finetune import FinetuneConfig
-from biofm.eval.folds import make_folds, validation_split
+from biofm.eval.folds import is_fixed, make_folds, n_seeds, protocol, split_sizes, unit, validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics, summarise
+from biofm.eval.report import duplicates_sentence
 from biofm.eval.types import Fold, FoldPrediction, Task
 from biofm.eval.verdict import count_sentence, task_verdict
 from biofm.modality import get as get_modality
@@ -53,7 +65,9 @@ class EvaluateBase(Schema):
     tasks: list[str] = Field(default_factory=list, description="task YAML files, tables, FILE.h5ad:LABEL_COLUMN, "
                              "dataset:NAME:LABEL_COLUMN, or shipped names: splice, promoter, pubmedqa, pbmc-celltypes")
     out: str = "eval"
-    folds: PositiveInt = 10
+    folds: PositiveInt = Field(10, description="cross-validation folds (tasks without a fixed split)")
+    seeds: PositiveInt | None = Field(None, description="fixed-split tasks: runs with seeds seed, seed+1, ...; "
+                                      "default the task's `seeds:`, else 3")
     seed: int = 0
     embed_batch_size: PositiveInt = 64
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
@@ -87,7 +101,8 @@ def single_class_warnings(name: str, task: Task, preds: list[FoldPrediction]) ->
         if len(predicted) == 1 and len(np.unique(task.labels[p.test_idx])) > 1:
             cls = task.classes[int(predicted[0])] if task.classes else str(predicted[0])
             hint = " (check finetune.lr_* and finetune.class_weight)" if "finetune" in name else ""
-            out.append(f"{name} predicted only class {cls!r} on fold {p.fold} ({len(p.test_idx)} test rows){hint}")
+            out.append(f"{name} predicted only class {cls!r} on {unit(task, plural=False)} {p.fold} "
+                       f"({len(p.test_idx)} test rows){hint}")
     return out
 
 
@@ -98,11 +113,49 @@ def _scored(name: str, kind: str, task: Task, preds: list[FoldPrediction], secon
             "seconds": seconds, "warnings": single_class_warnings(name, task, preds), **(extra or {})}
 
 
+def _seed_cfg(cfg: EvaluateConfig, k: int, n: int) -> EvaluateConfig:
+    """The config of seed k of a fixed split's n: seed + k, and a fine-tuning time budget (meant for all
+    folds of a method) shared evenly between the n runs."""
+    update: dict[str, Any] = {"seed": cfg.seed + k}
+    if cfg.finetune.time_budget_s:
+        update["finetune"] = cfg.finetune.model_copy(update={"time_budget_s": cfg.finetune.time_budget_s / n})
+    return cfg.model_copy(update=update)
+
+
+def _per_seed(task: Task, folds: list[Fold], seed: int,
+              run: Callable[[list[Fold], int], list[FoldPrediction]]) -> list[FoldPrediction]:
+    """`run(folds, seed)`; under a fixed split one fold at a time with seed + k, renumbered k, because a
+    method may seed every fold alike (several baselines do) and would then repeat one run S times."""
+    if not is_fixed(task):
+        return run(folds, seed)
+    out = []
+    for k, fold in enumerate(folds):
+        (pred,) = run([fold], seed + k)
+        out.append(replace(pred, fold=k))
+    return out
+
+
+def _model_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cfg: EvaluateConfig, hooks: Any,
+                   model_dir: Path, model, tok) -> list[tuple[str, str, Callable[[], list[FoldPrediction]]]]:
+    """The modality's model methods (name, kind, run); under a fixed split each seed's run is built with
+    its own config (`_seed_cfg`) on its one fold, and `run()` returns the seeds' predictions as folds."""
+    if not is_fixed(task):
+        return list(hooks.model_methods(task, folds, emb, cfg, model_dir, model, tok))
+    seeded = [list(hooks.model_methods(task, [fold], emb, _seed_cfg(cfg, k, len(folds)), model_dir, model, tok))
+              for k, fold in enumerate(folds)]
+
+    def run(j: int) -> list[FoldPrediction]:
+        return [replace(pred, fold=k) for k, methods in enumerate(seeded) for pred in methods[j][2]()]
+
+    return [(name, kind, lambda j=j: run(j)) for j, (name, kind, _) in enumerate(seeded[0])]
+
+
 def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cfg: EvaluateConfig) -> list[dict]:
     from biofm.eval.probe import probe_layers, tune_probe
 
     metric = HEADLINE[task.type]
     out = []
+    # the layer is chosen on these rows: a fixed split's validation rows when it names them
     inner = [validation_split(tr, task, 0.15, cfg.seed + k, min_rows=2) for k, (tr, _) in enumerate(folds)]
     for kind in cfg.probes.kinds:
         for pooling in [p for p in cfg.probes.poolings if p in emb]:
@@ -143,7 +196,7 @@ def _model_side(task: Task, folds: list[Fold], cfg: EvaluateConfig, hooks: Any, 
     who = "random-weights control" if control else "model"
     console.print(f"[{task.name}] {who} embeddings {tuple(emb['mean'].shape)} in {time.perf_counter() - t0:.1f}s")
     methods = _probe_methods(task, folds, emb, cfg)
-    for name, kind, run in hooks.model_methods(task, folds, emb, cfg, model_dir, model, tok):
+    for name, kind, run in _model_methods(task, folds, emb, cfg, hooks, model_dir, model, tok):
         t0 = time.perf_counter()
         methods.append(_scored(name, kind, task, run(), time.perf_counter() - t0))
         console.print(f"[{task.name}] {who} {name} in {methods[-1]['seconds']:.1f}s")
@@ -156,9 +209,15 @@ def _model_side(task: Task, folds: list[Fold], cfg: EvaluateConfig, hooks: Any, 
 
 def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model=None, tok=None,
                   modality: str = "dna", control: tuple[Path, Any, Any] | None = None) -> dict[str, Any]:
-    """Every method on the same folds; `control` = (folder, model, tokenizer) of the random-weights twin."""
+    """Every method on the same folds (or seeds of a fixed split); `control` = (folder, model, tokenizer) of
+    the random-weights twin."""
     hooks = get_modality(modality).hooks()
-    folds = make_folds(task, cfg.folds, cfg.seed)
+    folds = make_folds(task, cfg.folds, cfg.seed, seeds=cfg.seeds)
+    words = protocol(task, cfg.seeds)
+    console.print(f"[{task.name}] {words}")
+    duplicates = task.meta.get("test_duplicates") if is_fixed(task) else None
+    if duplicates_sentence({"test_duplicates": duplicates}):
+        console.print(f"[{task.name}] {duplicates_sentence({'test_duplicates': duplicates})}")
     methods: list[dict] = []
     emb: dict[str, np.ndarray] | None = None
     if model is not None:
@@ -168,17 +227,19 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
             methods += _model_side(task, folds, cfg, hooks, *control, control=True)[0]
     for name, method in hooks.baselines(cfg):
         t0 = time.perf_counter()
-        preds = method(task, folds, cfg.seed)
+        preds = _per_seed(task, folds, cfg.seed, lambda f, s, method=method: method(task, f, s))
         methods.append(_scored(f"baseline-{name}", "baseline", task, preds, time.perf_counter() - t0))
         console.print(f"[{task.name}] baseline-{name} in {methods[-1]['seconds']:.1f}s")
     for m in methods:
         for w in m["warnings"]:
             console.print(f"[{task.name}] warning: {w}")
     metric = HEADLINE[task.type]
-    verdict = task_verdict(task.name, methods, metric)
-    gain = pretraining_gain(methods, metric) if control is not None else None
+    verdict = task_verdict(task.name, methods, metric, unit(task))
+    gain = pretraining_gain(methods, metric, unit(task)) if control is not None else None
     return {"task": task.name, "type": task.type, "modality": modality, "n": len(task.labels),
-            "classes": task.classes, "folds": len(folds), "headline_metric": metric, "methods": methods,
+            "classes": task.classes, "folds": len(folds), "protocol": words,
+            "seeds": n_seeds(task, cfg.seeds) if is_fixed(task) else None, "split": split_sizes(task),
+            "test_duplicates": duplicates, "headline_metric": metric, "methods": methods,
             "verdict": None if verdict is None else {**vars(verdict), "sentence": verdict.sentence()},
             "pretraining_gain": gain, "control_sentence": gain_sentence(task.name, gain) if gain is not None else None,
             "tables": hooks.tables(task, cfg, emb)}

@@ -1,18 +1,72 @@
-"""Cross-validation folds shared by every method, so all are scored on the same splits."""
+"""The rows every method trains, selects and is scored on, shared by all so all are scored on the same splits.
+
+Two protocols (see `biofm.eval.types`): cross-validation (k folds, or the task's own `fold` column), and
+a fixed split -- a benchmark's train / validation / test rows (`Task.split`), repeated over S seeds as S
+"folds" that share the one test set, fold k being seed `seed + k`. Which one a task was scored under is
+written beside every number (`protocol`), so scores are never compared across protocols by accident.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from biofm.errors import BiofmError
 from biofm.eval.types import Fold, Task
 
+SPLITS = ("train", "validation", "test")
+# Seeds of a fixed-split task when neither the task (`seeds:`) nor the evaluation (`seeds`) says.
+DEFAULT_SEEDS = 3
 
-def make_folds(task: Task, n_folds: int = 10, seed: int = 0) -> list[Fold]:
-    """The task's own `fold` column when it has one, else (stratified) k-fold with a fixed seed."""
+
+def is_fixed(task: Task) -> bool:
+    """Whether the task names fixed train / (validation) / test rows instead of being cross-validated."""
+    return task.split is not None
+
+
+def n_seeds(task: Task, override: int | None = None) -> int:
+    """Seeds of a fixed-split task: the evaluation's `seeds` when given, else the task's `seeds:`, else 3."""
+    return int(override or task.meta.get("seeds") or DEFAULT_SEEDS)
+
+
+def unit(task: Task, plural: bool = True) -> str:
+    """What the spread of a task's scores is over: seeds (a fixed split) or folds (cross-validation)."""
+    word = "seed" if is_fixed(task) else "fold"
+    return word + "s" if plural else word
+
+
+def split_sizes(task: Task) -> dict[str, int] | None:
+    """Rows in each part of a fixed split ({"train": N, "validation": M, "test": T}); None under CV."""
+    if task.split is None:
+        return None
+    return {s: int(np.count_nonzero(task.split == s)) for s in SPLITS}
+
+
+def protocol(task: Task, seeds: int | None = None) -> str:
+    """`k-fold CV`, or `fixed split (train N / validation M / test T, S seeds)` (the validation carved from
+    the training rows when the task names none): the words written beside every score of the task."""
+    sizes = split_sizes(task)
+    if sizes is None:
+        return "k-fold CV"
+    n = n_seeds(task, seeds)
+    val = f"validation {sizes['validation']}" if sizes["validation"] else "validation carved from train"
+    return f"fixed split (train {sizes['train']} / {val} / test {sizes['test']}, {n} seed{'s' * (n != 1)})"
+
+
+def make_folds(task: Task, n_folds: int = 10, seed: int = 0, seeds: int | None = None) -> list[Fold]:
+    """The folds every method shares.
+
+    A fixed split gives `n_seeds(task, seeds)` copies of (train rows, test rows), one per seed; otherwise
+    the task's own `fold` column when it has one, else (stratified) k-fold with a fixed seed.
+    """
     from sklearn.model_selection import KFold, StratifiedKFold  # lazy: seconds of import, see probe.py
 
     n = len(task.labels)
+    if task.split is not None:
+        train, test = np.flatnonzero(task.split == "train"), np.flatnonzero(task.split == "test")
+        return [(train.copy(), test.copy()) for _ in range(n_seeds(task, seeds))]
     if task.folds is not None:
         ids = np.unique(task.folds)
         if len(ids) < 2:
@@ -31,6 +85,58 @@ def make_folds(task: Task, n_folds: int = 10, seed: int = 0) -> list[Fold]:
     return [(tr, te) for tr, te in splitter.split(np.zeros(n))]
 
 
+def with_fixed_split(
+    task: Task,
+    split: np.ndarray,
+    *,
+    keep_test_duplicates: bool = False,
+    seeds: int | None = None,
+    keys: Sequence[Hashable] | None = None,
+) -> Task:
+    """`task` scored on a fixed split: `split` holds each row's part (train / validation / test).
+
+    Test rows whose input also occurs among the train or validation rows (exact duplicates, compared
+    by `keys`, default the inputs when they are strings) are counted and -- unless
+    `keep_test_duplicates` -- dropped from the task: several public promoter benchmarks share dozens
+    of identical sequences across their splits, and a test row seen in training measures memory, not
+    generalisation. The count is kept in `meta["test_duplicates"]` ({"found", "removed"}; None when the
+    inputs cannot be compared, e.g. cells, which are rows of a matrix). Dropping rows assumes no other
+    per-row arrays in `meta` (true of sequence and text tasks, whose inputs are their content).
+
+    Refused, naming the task file: a split without train or test rows (before or after the duplicates
+    go), and a classification task whose train rows hold a single class.
+    """
+    split = np.asarray(split, dtype=object)
+    if len(split) != len(task.labels):
+        raise ValueError(f"split has {len(split)} values for {len(task.labels)} rows")
+    unknown = set(split.tolist()) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"split values must be {SPLITS}, got {sorted(map(str, unknown))}")
+    for part in ("train", "test"):
+        if not np.any(split == part):
+            raise BiofmError(f"{task.source}: the fixed split has no {part} rows")
+    if keys is None and all(isinstance(x, str) for x in task.inputs):
+        keys = task.inputs
+    duplicates = None
+    keep = np.ones(len(split), dtype=bool)
+    if keys is not None:
+        seen = {keys[i] for i in np.flatnonzero(split != "test")}
+        dup = np.array([s == "test" and keys[i] in seen for i, s in enumerate(split.tolist())], dtype=bool)
+        found = int(dup.sum())
+        duplicates = {"found": found, "removed": 0 if keep_test_duplicates else found}
+        if not keep_test_duplicates:
+            keep = ~dup
+    if not np.any(split[keep] == "test"):
+        raise BiofmError(f"{task.source}: every test row duplicates a train or validation row; "
+                         "set keep_test_duplicates: true to score them anyway")
+    if task.type == "classification" and len(np.unique(task.labels[keep & (split == "train")])) < 2:
+        raise BiofmError(f"{task.source}: the train rows hold a single class; classification needs at least two")
+    meta = {**task.meta, "seeds": seeds, "test_duplicates": duplicates}
+    rows = np.flatnonzero(keep)
+    return replace(task, inputs=[task.inputs[i] for i in rows], labels=task.labels[rows], folds=None,
+                   split=np.asarray(split[rows].tolist(), dtype=object), meta=meta)
+
+
 # Below this many training rows a fold gets no validation set (see `validation_split`).
 MIN_VALIDATION_ROWS = 10
 
@@ -44,11 +150,15 @@ def validation_split(
     required: bool = False,
     min_rows: int = MIN_VALIDATION_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Carve an early-stopping / model-selection set out of a fold's training rows: (fit, val), both sorted.
+    """A fold's early-stopping / model-selection set: (fit, val), both sorted.
 
-    The one implementation for every method (CNN baseline, MLP probe, fine-tuning, layer choice). Only
-    `train_idx` is ever split, so a fold's test rows can never end up in either part. The split is a
-    deterministic function of (`train_idx`, the task's labels, `frac`, `seed`). Guards, and why:
+    The one implementation for every method (CNN baseline, MLP probe, fine-tuning, layer choice). When
+    the task names validation rows (a fixed split's `validation:` table or `dev` rows) those are the
+    validation set, whatever `frac` and `seed` say, and `fit` is `train_idx` without them: every method
+    then selects on the benchmark's own validation rows, as published results do. Otherwise the set is
+    carved out of `train_idx`: only `train_idx` is ever split, so a fold's test rows can never end up in
+    either part, and the split is a deterministic function of (`train_idx`, the task's labels, `frac`,
+    `seed`). Guards, and why:
 
     * `frac` must lie in (0, 1): 0 or 1 would leave nothing to fit or nothing to validate on.
     * Fewer than `min_rows` (10) training rows, or `round(frac * n)` = 0 validation rows: the fold
@@ -66,6 +176,9 @@ def validation_split(
     train_idx = np.asarray(train_idx)
     if not 0 < frac < 1:
         raise BiofmError(f"validation fraction must lie strictly between 0 and 1, got {frac}")
+    if task.split is not None and np.any(task.split == "validation"):
+        val = np.flatnonzero(task.split == "validation")
+        return np.sort(np.setdiff1d(train_idx, val)), val
     n = len(train_idx)
     n_val = min(round(n * frac), n - 1)
     if n < min_rows or n_val < 1:

@@ -1,4 +1,9 @@
-"""Evaluation outputs: results.json, results.csv, the per-layer probing plot and report.html."""
+"""Evaluation outputs: results.json, results.csv, the per-layer probing plot and report.html.
+
+Every task's scores carry the protocol they were obtained under (`k-fold CV`, or `fixed split (train N /
+validation M / test T, S seeds)`) in each of them -- the JSON, every CSV row, the report's heading -- so
+a cross-validated mean is never set beside a test-set score by accident.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ def _csv(results: dict[str, Any]) -> str:
     rows = []
     for t in results["tasks"]:
         for m in t["methods"]:
-            row = {"task": t["task"], "method": m["name"], "kind": m["kind"], "seconds": round(m["seconds"], 3)}
+            row = {"task": t["task"], "protocol": _protocol(t), "method": m["name"], "kind": m["kind"],
+                   "seconds": round(m["seconds"], 3)}
             for metric, s in m["summary"].items():
                 row[f"{metric}_mean"], row[f"{metric}_std"] = s["mean"], s["std"]
             rows.append(row)
@@ -55,7 +61,7 @@ def plot_probing(results: dict[str, Any], dest: Path) -> bool:
             ax.axhline(b["summary"][metric]["mean"], color="black", ls="--", label=f"best baseline ({b['name']})")
         ax.set_title(t["task"])
         ax.set_xlabel("layer (0 = embeddings)")
-        ax.set_ylabel(f"{metric} (mean ± s.d. over folds)")
+        ax.set_ylabel(f"{metric} (mean ± s.d. over {'seeds' if t.get('seeds') else 'folds'})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -63,6 +69,22 @@ def plot_probing(results: dict[str, Any], dest: Path) -> bool:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return True
+
+
+def _protocol(t: dict[str, Any]) -> str:
+    """A task result's protocol; results written before fixed splits existed were all cross-validated."""
+    return t.get("protocol") or "k-fold CV"
+
+
+def duplicates_sentence(t: dict[str, Any]) -> str | None:
+    """What became of the test rows that duplicate a train or validation row (fixed splits), or None."""
+    d = t.get("test_duplicates")
+    if not d or not d["found"]:
+        return None
+    if d["removed"]:
+        return (f"{d['found']} test row(s) duplicated a train or validation row and were removed before scoring "
+                "(keep_test_duplicates: true keeps them).")
+    return f"{d['found']} test row(s) duplicate a train or validation row and were kept (keep_test_duplicates: true)."
 
 
 def _fmt(s: dict[str, float]) -> str:
@@ -74,12 +96,17 @@ def _fmt(s: dict[str, float]) -> str:
 def verdict_table_html(results: dict[str, Any]) -> str:
     """Per task: every method's headline metric (mean ± s.d.) and the verdict in words."""
     parts = [f"<p><b>Overall: the model {html.escape(results['overall'])} tasks</b> "
-             "(paired over the shared folds: beats = the 95% interval of the per-fold difference lies above 0; "
-             "NT's ±2 s.d. rule is given beside it where it disagrees).</p>"]
+             "(paired over the shared folds, or the shared seeds of a fixed split: beats = the 95% interval of "
+             "the per-fold difference lies above 0; NT's ±2 s.d. rule is given beside it where it disagrees).</p>"]
     for t in results["tasks"]:
         metric = t["headline_metric"]
         v = t.get("verdict")
-        parts.append(f"<h3>{html.escape(t['task'])} ({t['type']}, n={t['n']}, {t['folds']} folds)</h3>")
+        over = f"{t['seeds']} seeds" if t.get("seeds") else f"{t['folds']} folds"
+        parts.append(f"<h3>{html.escape(t['task'])} ({t['type']}, n={t['n']}, {html.escape(_protocol(t))})</h3>"
+                     f"<p>Protocol: {html.escape(_protocol(t))}; scores are mean ± s.d. over {over}.</p>")
+        dup = duplicates_sentence(t)
+        if dup:
+            parts.append(f"<p>{html.escape(dup)}</p>")
         if v:
             parts.append(f"<p>{html.escape(v['sentence'])}</p>")
         if t.get("control_sentence"):

@@ -2,9 +2,14 @@
 
 Every modality's task loader reads the same kinds of files (CSV/TSV/JSONL/parquet, optionally gzipped,
 named in a task YAML relative to the YAML or as `dataset:NAME`) and applies the same rules to labels
-(class order, regression, predefined folds, minimum sizes). Those rules live here, once, so a DNA task
-and a text task built from the same table get the same classes, folds and error messages; the modality
-modules only say what an input is (a sequence, a text, a cell) and how to clean it.
+(class order, regression, predefined folds, fixed train / validation / test splits, minimum sizes). Those
+rules live here, once, so a DNA task and a text task built from the same table get the same classes, folds,
+splits and error messages; the modality modules only say what an input is (a sequence, a text, a cell) and
+how to clean it.
+
+A fixed split comes either as one table per part (`train:`, optional `validation:`, `test:` in the task
+YAML) or as one table with a split column (`split_column:`, default a column named `split`) holding
+train / dev, validation, valid or val / test: see `read_task_rows`.
 
 Every mistake in a table is one line naming the file and, for text tables, the line (or the row of a
 parquet file), because the alternative is a stack trace from deep inside a model minutes into a run.
@@ -35,12 +40,16 @@ __all__ = [
     "MIN_EXAMPLES",
     "MIN_PER_CLASS",
     "PARQUET_SUFFIXES",
+    "SPLIT_VALUES",
     "TABLE_SUFFIXES",
     "Records",
     "Row",
+    "TaskRows",
     "as_number",
     "base_suffix",
+    "check_fixed_only",
     "check_header_options",
+    "check_split_keys",
     "class_codes",
     "class_labels",
     "fold_numbers",
@@ -51,9 +60,12 @@ __all__ = [
     "read_jsonl",
     "read_parquet",
     "read_table",
+    "read_task_rows",
     "regression_labels",
     "require_examples",
     "resolve_file",
+    "split_name",
+    "split_values",
     "table_rows",
     "task_arrays",
     "text_lines",
@@ -76,6 +88,11 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 # A table's data rows: (location prefix for error messages, one value per column).
 Records = list[tuple[str, list[Any]]]
+# The values a split column may hold (case and surrounding spaces ignored) and the part each one names.
+SPLIT_VALUES = {"train": "train", "dev": "validation", "validation": "validation", "valid": "validation",
+                "val": "validation", "test": "test"}
+# The YAML keys naming one table per part of a fixed split, in row order.
+SPLIT_KEYS = ("train", "validation", "test")
 
 
 @dataclass
@@ -89,6 +106,7 @@ class Row:
     input: Any
     label: Any
     fold: Any = None
+    split: Any = None  # the row's raw split value (a split column) or part name (one table per part)
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -305,12 +323,16 @@ def table_rows(
     label_column: str,
     fold_column: str | None = None,
     hint: str | None = None,
+    split_column: str | None = None,
+    folds: bool = True,
 ) -> tuple[list[Row], str | None]:
     """The table's examples as `Row`s, and the name of the fold column they carry (None when there is none).
 
     `input_key` is the YAML key naming the input column (`sequence_column`, `text_column`), so a missing
     column's message says which key to set in `source`; `hint` replaces that advice (for a bare table,
-    which has no YAML to edit). Without `fold_column`, a column named `fold` is used when there is one.
+    which has no YAML to edit). Without `fold_column`, a column named `fold` is used when there is one --
+    unless the rows are a fixed split (`split_column` given, or `folds=False` for one part's own table),
+    where folds have no place. `split_column` puts each row's split value in `Row.split`.
     """
 
     def col(key: str, name: str) -> int:
@@ -324,12 +346,128 @@ def table_rows(
     i_fold: int | None = None
     if fold_column is not None:
         i_fold = col("fold_column", fold_column)
-    elif "fold" in names:
+    elif "fold" in names and folds and split_column is None:
         i_fold, fold_column = names.index("fold"), "fold"
+    i_split = col("split_column", split_column) if split_column is not None else None
     rows = [
-        Row(loc, vals[i_input], vals[i_label], vals[i_fold] if i_fold is not None else None) for loc, vals in records
+        Row(loc, vals[i_input], vals[i_label], vals[i_fold] if i_fold is not None else None,
+            vals[i_split] if i_split is not None else None)
+        for loc, vals in records
     ]
     return rows, fold_column if i_fold is not None else None
+
+
+# ------------------------------------------------------------------------------------------ splits
+
+
+def check_split_keys(
+    source: Path | str,
+    *,
+    table: str | None,
+    parts: dict[str, str | None],
+    fold_column: str | None,
+    split_column: str | None,
+) -> None:
+    """The keys of a task YAML that choose its rows must name one protocol: `table:` (cross-validated, or
+    split by its `split_column:`) or `train:` + `test:` (+ `validation:`), never a mix."""
+    given = [k for k in SPLIT_KEYS if parts.get(k) is not None]
+    if not given:
+        return
+    if table is not None:
+        raise BiofmError(f"{source}: give either table: or {' + '.join(f'{k}:' for k in given)}, not both")
+    for needed in ("train", "test"):
+        if needed not in given:
+            raise BiofmError(f"{source}: a fixed split needs both train: and test: tables; {needed}: is missing "
+                             "(validation: is optional)")
+    for key, value in (("fold_column", fold_column), ("split_column", split_column)):
+        if value is not None:
+            raise BiofmError(f"{source}: {key}: applies to a single table:, not to train: / test: tables")
+
+
+def check_fixed_only(source: Path | str, fixed: bool, *, seeds: int | None, keep: bool = False) -> None:
+    """`seeds:` and `keep_test_duplicates:` mean something only under a fixed split; on a cross-validated
+    task they would be silently ignored, so they are refused."""
+    if not fixed and (seeds is not None or keep):
+        key = "seeds" if seeds is not None else "keep_test_duplicates"
+        raise BiofmError(f"{source}: {key}: applies to a fixed split (train: + test: tables, or a split column); "
+                         "this task is cross-validated")
+
+
+def split_name(value: Any) -> str | None:
+    """The part a split value names (`train`, `validation` or `test`; `dev` is validation), or None."""
+    return SPLIT_VALUES.get(label_text(value).lower()) if not isinstance(value, bool) else None
+
+
+def split_values(rows: list[Row], column: str) -> np.ndarray:
+    """Each row's part of a fixed split, from its `Row.split`; an unknown value names its row."""
+    out = np.empty(len(rows), dtype=object)
+    for i, r in enumerate(rows):
+        name = split_name(r.split)
+        if name is None:
+            shown = "" if r.split is None else r.split
+            raise BiofmError(f"{r.loc}: split {shown!r} is not train, dev / validation / valid / val or test "
+                             f"(column {column!r})")
+        out[i] = name
+    return out
+
+
+@dataclass
+class TaskRows:
+    """A task's examples as read from its table(s): the rows, their fold column (None when not
+    cross-validated by one), each row's part of a fixed split (None under cross-validation), and the file
+    or files to name in messages about the labels."""
+
+    rows: list[Row]
+    fold_column: str | None
+    split: np.ndarray | None
+    data_source: str
+
+
+def read_task_rows(
+    files: dict[str, Path],
+    source: Path,
+    *,
+    header: bool,
+    columns: list[str] | None,
+    delimiter: str | None,
+    input_key: str,
+    input_column: str,
+    label_column: str,
+    fold_column: str | None = None,
+    split_column: str | None = None,
+    hint: str | None = None,
+) -> TaskRows:
+    """The rows of a task given as `{"table": path}` or as one table per part (`{"train": ..., "test": ...}`,
+    plus `"validation"` when there is one).
+
+    One table is cross-validated (by its fold column when it has one) unless it has a split column:
+    `split_column`, or else a column named `split` (a table with both a `fold` and a `split` column and
+    neither key set is refused as ambiguous). Tables per part share every column option; a fold column in
+    them is ignored, since the files themselves are the split. Labels are coded over all parts together,
+    so a class keeps its code in every part.
+    """
+    kw: dict[str, Any] = {"source": source, "input_key": input_key, "input_column": input_column,
+                          "label_column": label_column, "hint": hint}
+    if "table" in files:
+        table = files["table"]
+        names, records = read_table(table, source, header=header, columns=columns, delimiter=delimiter)
+        if split_column is None and fold_column is None and "split" in names:
+            if "fold" in names:
+                raise BiofmError(f"{table}: both a 'fold' and a 'split' column; set fold_column: (cross-validation) "
+                                 f"or split_column: (fixed split) in {source.name}")
+            split_column = "split"
+        rows, fold = table_rows(table, names, records, fold_column=fold_column, split_column=split_column, **kw)
+        split = split_values(rows, split_column) if split_column is not None else None
+        return TaskRows(rows, fold, split, str(table))
+    rows, parts = [], []
+    for part in SPLIT_KEYS:
+        if part not in files:
+            continue
+        names, records = read_table(files[part], source, header=header, columns=columns, delimiter=delimiter)
+        part_rows, _ = table_rows(files[part], names, records, folds=False, **kw)
+        rows += part_rows
+        parts += [part] * len(part_rows)
+    return TaskRows(rows, None, np.asarray(parts, dtype=object), " + ".join(str(p) for p in files.values()))
 
 
 # ----------------------------------------------------------------------------------------- labels

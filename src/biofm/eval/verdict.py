@@ -9,6 +9,12 @@ paired comparison looks at the per-fold differences instead: their mean with a 9
 two-sided Wilcoxon signed-rank p-value. The paired outcome is *beats* / *loses* when the interval
 excludes 0, *matches* otherwise. The headline outcome is the paired one (when there are at least 2
 folds); a sentence says so when NT's rule would call it otherwise.
+
+Under a fixed split (a benchmark's own test set) the "folds" are seeds: every method is scored on the
+one test set once per seed, so the pairing is seed by seed and the sentence says "N seeds". The interval
+then measures how much the comparison moves with the seed (initialisation, validation draw, batch
+order), not how it would move with another test set: a deterministic method has no spread at all, and
+two of them differ by the same amount on every seed.
 """
 
 from __future__ import annotations
@@ -44,16 +50,18 @@ class Paired:
     ci_high: float
     wilcoxon_p: float  # two-sided signed-rank p-value (NaN when every difference is 0)
     outcome: str  # beats / matches / loses: the interval above 0, across it, below it
+    unit: str = "folds"  # what was paired: cross-validation folds, or the seeds of a fixed split
 
     def text(self) -> str:
         p = "n/a" if math.isnan(self.wilcoxon_p) else f"{self.wilcoxon_p:.3g}"
         return (f"paired difference {self.mean:+.3f} (95% CI {self.ci_low:+.3f} to {self.ci_high:+.3f}, "
-                f"{self.n} folds, Wilcoxon p={p})")
+                f"{self.n} {self.unit}, Wilcoxon p={p})")
 
 
-def paired(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> Paired | None:
-    """Paired comparison of per-fold scores `a` and `b` (same folds, same order); None below 2 folds or
-    when a score is NaN (a metric undefined on some fold)."""
+def paired(a: list[float] | np.ndarray, b: list[float] | np.ndarray, unit: str = "folds") -> Paired | None:
+    """Paired comparison of per-fold scores `a` and `b` (same folds, same order; `unit` = "seeds" when the
+    folds are the seeds of a fixed split); None below 2 folds or when a score is NaN (a metric undefined
+    on some fold)."""
     from scipy import stats
 
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
@@ -67,7 +75,7 @@ def paired(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> Paired |
     else:
         p = float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
     outcome = "beats" if lo > 0 else "loses" if hi < 0 else "matches"
-    return Paired(len(d), mean, sd, lo, hi, p, outcome)
+    return Paired(len(d), mean, sd, lo, hi, p, outcome, unit)
 
 
 def per_fold(method: dict[str, Any], metric: str) -> list[float]:
@@ -100,8 +108,10 @@ class Verdict:
         return s + "."
 
 
-def task_verdict(task: str, methods: list[dict], metric: str) -> Verdict | None:
-    """Best model method (probe/finetune) against the best baseline, by mean of `metric`."""
+def task_verdict(task: str, methods: list[dict], metric: str, unit: str = "folds") -> Verdict | None:
+    """Best model method (probe/finetune) against the best baseline, by mean of `metric`; paired over the
+    shared folds (`unit` = "seeds": the seeds of a fixed split, every method scored on the same test set
+    with the same seed k)."""
     def best(kind_ok):
         cands = [m for m in methods if kind_ok(m["kind"]) and metric in m["summary"]]
         cands = [m for m in cands if m["summary"][metric]["mean"] == m["summary"][metric]["mean"]]  # not NaN
@@ -113,7 +123,7 @@ def task_verdict(task: str, methods: list[dict], metric: str) -> Verdict | None:
         return None
     ms, bs = model["summary"][metric], base["summary"][metric]
     nt = compare(ms["mean"], ms["std"], bs["mean"], bs["std"])
-    pair = paired(per_fold(model, metric), per_fold(base, metric))
+    pair = paired(per_fold(model, metric), per_fold(base, metric), unit)
     return Verdict(task, pair.outcome if pair else nt, nt, None if pair is None else vars(pair), model["name"],
                    ms["mean"], ms["std"], base["name"], bs["mean"], bs["std"], metric)
 

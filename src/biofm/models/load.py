@@ -322,15 +322,17 @@ def load_masked_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeniz
     return model, load_tokenizer(path)
 
 
-def load_for_embedding(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A masked or causal LM with its tokenizer, in eval mode (embeddings, probes, fine-tuning)."""
+def load_for_embedding(path: str | Path, attn_implementation: str = "sdpa"
+                       ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A masked or causal LM with its tokenizer, in eval mode (embeddings, probes, fine-tuning).
+    `attn_implementation="eager"` when attention weights are wanted (`biofm analyze`): SDPA computes none."""
     path = resolve_model_dir(path)
-    model = load_pretrained(path)
+    model = load_pretrained(path, attn_implementation)
     model.eval()
     return model, load_tokenizer(path)
 
 
-def load_pretrained(path: str | Path) -> PreTrainedModel:
+def load_pretrained(path: str | Path, attn_implementation: str = "sdpa") -> PreTrainedModel:
     """The model of a folder with its own head (masked or causal LM), for continued pretraining."""
     path = resolve_model_dir(path)
     from biofm.models.presets import CAUSAL_ARCHS
@@ -338,4 +340,5 @@ def load_pretrained(path: str | Path) -> PreTrainedModel:
     config = load_config(path)
     causal = config.model_type in CAUSAL_ARCHS
     auto = AutoModelForCausalLM if causal else AutoModelForMaskedLM
-    return _from_pretrained(auto, path, config, "causal-LM" if causal else "masked-LM", attn_implementation="sdpa")
+    return _from_pretrained(auto, path, config, "causal-LM" if causal else "masked-LM",
+                            attn_implementation=attn_implementation)

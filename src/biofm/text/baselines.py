@@ -17,8 +17,8 @@ import numpy as np
 from pydantic import Field, PositiveInt, field_validator
 
 from biofm.config import Schema
-from biofm.dna.baselines import _check, _fit_predict_sklearn
 from biofm.eval.baselines import check_known, method_from
+from biofm.eval.fit import check_folds, fit_predict
 from biofm.eval.types import Fold, FoldPrediction, Method, Task
 
 __all__ = ["TEXT_BASELINES", "TextBaselineConfig", "text_baseline_method", "tfidf_logreg"]
@@ -108,13 +108,13 @@ def tfidf_logreg(
 ) -> list[FoldPrediction]:
     """TF-IDF (word 1-2-grams, sublinear tf) + balanced logistic regression, C tuned by inner CV."""
     conf = cfg or TextBaselineConfig()
-    _check(task, folds)
+    check_folds(task, folds)
     texts = np.asarray(task.inputs, dtype=object)
 
-    def make(kind: Literal["classification", "regression"], fold: int) -> _TfidfModel:
+    def make(kind: Literal["classification", "regression"], fold: int, n_train: int) -> _TfidfModel:
         return _TfidfModel(kind, conf, seed)
 
-    return _fit_predict_sklearn(task, folds, texts, make)
+    return fit_predict(task, folds, texts, make)
 
 
 # ------------------------------------------------------------------------------------------ registry

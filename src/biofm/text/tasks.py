@@ -10,16 +10,23 @@ a class or a number:
     label_column: label
     fold_column: fold             # optional; default: a column named `fold` when there is one
 
+or names a benchmark's fixed split, scored on its test rows over `seeds` (default 3): `train:`,
+`validation:` (optional) and `test:` tables instead of `table:`, or a `split` column (train / dev /
+test; `split_column:` names another) in the one table. Test rows that duplicate a train or validation
+text are removed (and counted) unless `keep_test_duplicates: true`.
+
 A bare table path works too: its name becomes the task name, the columns must be `text` and
-`label`, and the task is a regression when every label is a number and some are not integers
-(classification otherwise). Everything a user can get wrong -- a missing column, an empty text, a
-single class, too few examples -- is one line naming the file and, where it applies, the line.
+`label` (a `split` column, when present, makes it a fixed split), and the task is a regression when
+every label is a number and some are not integers (classification otherwise). Everything a user can
+get wrong -- a missing column, an empty text, a single class, too few examples -- is one line naming
+the file and, where it applies, the line.
 
 Texts longer than a model's context are truncated by default (`long_sequences: truncate`; the
 evaluator reads it from `task.meta`), which is the usual practice for text classification.
 
 `pubmedqa` is a shipped task name: its YAML ships with biofm, its table is the registered dataset
-`pubmedqa` (PubMedQA's 1,000 expert-labelled questions, converted from the published JSON).
+`pubmedqa` (PubMedQA's 1,000 expert-labelled questions, converted from the published JSON), scored on
+the official 500-question test split.
 """
 
 from __future__ import annotations
@@ -27,20 +34,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from biofm.config import Schema, build, read_yaml
 from biofm.errors import BiofmError
+from biofm.eval.folds import with_fixed_split
 from biofm.eval.tables import (
+    SPLIT_KEYS,
     TABLE_SUFFIXES,
     Row,
     base_suffix,
+    check_fixed_only,
     check_header_options,
+    check_split_keys,
     infer_task_type,
-    read_table,
+    read_task_rows,
     require_examples,
     resolve_file,
-    table_rows,
     task_arrays,
 )
 from biofm.eval.types import SHIPPED_TASKS_DIR, Task
@@ -62,10 +72,18 @@ class TextTaskSpec(Schema):
     name: str = Field(min_length=1)
     type: Literal["classification", "regression"]
     description: str = ""
-    table: str = Field(description="CSV/TSV/JSONL/parquet file, relative to the YAML's folder")
+    table: str | None = Field(None, description="CSV/TSV/JSONL/parquet file, relative to the YAML's folder")
     text_column: str = "text"
     label_column: str = "label"
     fold_column: str | None = Field(None, description="predefined folds; default: the 'fold' column if present")
+    train: str | None = Field(None, description="fixed split: the training table (with test:, instead of table:)")
+    validation: str | None = Field(None, description="fixed split: the model-selection table (optional)")
+    test: str | None = Field(None, description="fixed split: the table every method is scored on")
+    split_column: str | None = Field(None, description="fixed split in one table: train / dev / test per row; "
+                                     "default: the 'split' column if present")
+    seeds: PositiveInt | None = Field(None, description="fixed split: repeats, mean ± s.d. over seeds (default 3)")
+    keep_test_duplicates: bool = Field(False, description="fixed split: keep test rows that duplicate a "
+                                       "train/validation text (default: removed, and counted)")
     header: bool = True
     columns: list[str] | None = Field(None, description="names of the columns of a table without a header line")
     delimiter: str | None = Field(None, description="default by extension: .csv/.txt comma, .tsv/.tab tab")
@@ -96,37 +114,49 @@ def load_text_task(path: str | Path) -> Task:
         raise BiofmError(f"{p}: is a folder, expected a task YAML or a table")
     if p.suffix.lower() in _YAML_SUFFIXES:
         spec = build(TextTaskSpec, read_yaml(p), str(p))
-        return _load(spec, p, resolve_file(p, spec.table, "table"), bare=False)
+        parts = {k: getattr(spec, k) for k in SPLIT_KEYS}
+        check_split_keys(p, table=spec.table, parts=parts, fold_column=spec.fold_column,
+                         split_column=spec.split_column)
+        keys = {"table": spec.table} if spec.table is not None else {k: v for k, v in parts.items() if v is not None}
+        if not keys:
+            raise BiofmError(f"{p}: no examples: give table: or train: + test: tables")
+        return _load(spec, p, {k: resolve_file(p, v, k) for k, v in keys.items()}, bare=False)
     if base_suffix(p) not in TABLE_SUFFIXES:
         raise BiofmError(f"{p}: unknown task file type; use a task YAML or a .csv/.tsv/.jsonl/.parquet table")
     name = p.name
     for s in reversed(p.suffixes):
         name = name.removesuffix(s)
     spec = TextTaskSpec(name=name or p.name, type="classification", table=p.name)
-    return _load(spec, p, p, bare=True)
+    return _load(spec, p, {"table": p}, bare=True)
 
 
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _load(spec: TextTaskSpec, source: Path, table: Path, *, bare: bool) -> Task:
+def _load(spec: TextTaskSpec, source: Path, files: dict[str, Path], *, bare: bool) -> Task:
     check_header_options(source, spec.header, spec.columns)
-    names, records = read_table(table, source, header=spec.header, columns=spec.columns, delimiter=spec.delimiter)
     hint = f"the table needs columns {spec.text_column!r} and {spec.label_column!r}" if bare else None
-    rows, fold_column = table_rows(
-        table, names, records, source=source, input_key="text_column", input_column=spec.text_column,
-        label_column=spec.label_column, fold_column=spec.fold_column, hint=hint,
+    read = read_task_rows(
+        files, source, header=spec.header, columns=spec.columns, delimiter=spec.delimiter, input_key="text_column",
+        input_column=spec.text_column, label_column=spec.label_column, fold_column=spec.fold_column,
+        split_column=spec.split_column, hint=hint,
     )
-    require_examples(len(rows), table)
+    rows = read.rows
+    check_fixed_only(source, read.split is not None, seeds=spec.seeds, keep=spec.keep_test_duplicates)
+    require_examples(len(rows), read.data_source)
     inputs = [_text(r) for r in rows]
     kind = infer_task_type([r.label for r in rows]) if bare else spec.type
-    labels, classes, folds = task_arrays(rows, kind, str(table), label_what=f"column {spec.label_column!r}",
-                                         fold_column=fold_column)
-    meta: dict[str, Any] = {"table": str(table), "modality": "text", "long_sequences": spec.long_sequences}
+    labels, classes, folds = task_arrays(rows, kind, read.data_source, label_what=f"column {spec.label_column!r}",
+                                         fold_column=read.fold_column)
+    meta: dict[str, Any] = {**{k: str(v) for k, v in files.items()}, "modality": "text",
+                            "long_sequences": spec.long_sequences}
     if spec.description:
         meta["description"] = spec.description
-    return Task(name=spec.name, type=kind, inputs=inputs, labels=labels, classes=classes, folds=folds,
+    task = Task(name=spec.name, type=kind, inputs=inputs, labels=labels, classes=classes, folds=folds,
                 source=str(source), meta=meta)
+    if read.split is not None:
+        task = with_fixed_split(task, read.split, keep_test_duplicates=spec.keep_test_duplicates, seeds=spec.seeds)
+    return task
 
 
 def _text(row: Row) -> str:

@@ -14,6 +14,16 @@ from biofm.modality import get as get_modality
 from biofm.models.load import load_masked_lm, model_modality
 
 
+def sequence_embeddings(model_path: str | Path, seqs: list[str], *, batch_size: int = 16,
+                        max_tokens: int | None = None) -> dict[str, np.ndarray]:
+    """{"mean": [n, n_layers + 1, hidden], "cls" (or "last" for causal models): ...} for raw sequences or
+    texts, through the evaluation's embedding pass (length-sorted batches, every layer in one pass)."""
+    model, tok = load_masked_lm(model_path)
+    limit = max_tokens or getattr(model.config, "max_position_embeddings", 2048)
+    return layer_embeddings_all(model, tok, list(seqs), max_tokens=limit, long_mode="truncate",
+                                batch_size=batch_size)
+
+
 def embed(model_path: str | Path, input_path: str | Path, out: str | Path, batch_size: int = 16,
           max_tokens: int | None = None) -> np.ndarray:
     out = Path(out)
@@ -22,11 +32,7 @@ def embed(model_path: str | Path, input_path: str | Path, out: str | Path, batch
     # the model's modality reads the inputs; their faults are reported before the model is loaded
     ids, seqs = get_modality(model_modality(model_path)).verb("read_sequences")(input_path)
     # the model folder is checked (config.json, complete safetensors weights matching it): one-line errors
-    model, tok = load_masked_lm(model_path)
-    limit = max_tokens or getattr(model.config, "max_position_embeddings", 2048)
-    # the evaluation's embedding pass: length-sorted batches, one forward pass per batch for all layers
-    emb = layer_embeddings_all(model, tok, list(seqs), max_tokens=limit, long_mode="truncate",
-                               batch_size=batch_size)["mean"]  # [n, n_layers + 1, hidden]
+    emb = sequence_embeddings(model_path, seqs, batch_size=batch_size, max_tokens=max_tokens)["mean"]
     if out.suffix == ".npy":
         with atomic_path(out) as tmp, tmp.open("wb") as fh:
             np.save(fh, emb)

@@ -1,0 +1,518 @@
+"""scATAC pretraining objectives on a stock BERT, for the two designs.
+
+Peak tokens (`PeakTokenObjective`, design `peak_tokens`): the backbone is `BertForMaskedLM` whose word
+embeddings are peaks; the token type carries the peak's state (1 accessible, 2 hidden query) and the
+position ids its genomic window (see `AtacTokenizerConfig`). Components:
+- `masked_peak`: for every query peak (hidden accessible ones and sampled inaccessible ones, see
+  `biofm.atac.tokenize`) the probability that it is accessible in this cell; Bernoulli NLL. A query's
+  logit is head(h) + a learned per-peak offset that starts at the context-free answer (`peak_prior`,
+  the cells' gene_prior idea): step 0 scores the per-peak baseline and the encoder learns what the rest
+  of the cell adds;
+- `contrastive`: InfoNCE between two random peak-dropout views of each cell (below).
+
+Patch CNN (`PatchObjective`, design `patch_cnn`, the seed project's): the cell's binarised vector over
+every peak in genome order goes through Conv1d layers with kernel = stride (`PatchEmbedder`), one vector
+per patch of prod(strides) peaks, into a stock `BertModel` through `inputs_embeds` after a `<cls>`.
+- `masked_patch`: hidden patches' vectors are replaced by a learned mask vector; each hidden patch's
+  peaks are predicted (Bernoulli NLL per peak), with the same per-peak offset;
+- `contrastive`: InfoNCE between two random peak-dropout views.
+
+Contrastive (both designs): NT-Xent over the 2B views of a micro-batch of B cells; each view's positive
+is the other view of its cell, its negatives the other 2B - 2 views. Each view's loss is a cross-entropy
+over 2B - 1 candidates, so a model that cannot tell cells apart scores exactly log(2B - 1) (`chance`),
+and its view-retrieval accuracy (is the nearest other view the partner?) is 1 / (2B - 1).
+
+Honest health. The masked components are scored per target beside context-free baselines on exactly the
+same targets: `per_peak` (the peak's own rate in the training cells, the verdict's reference) and
+`global` (one rate for all peaks). For masked peaks the rates are turned into the probability that a
+QUERY is accessible under the sampling design (tokenize module docstring), which is what a model
+without context can know; for masked patches every peak of a hidden patch is a target, so the rate
+itself is the answer. With contrastive as the only objective the reference is `chance`, log(2B - 1) per
+view, so `biofm doctor` calls a run whose loss sits there "not below the context-free baseline".
+
+The shared trainer logs only the main loss and the baselines; view-retrieval accuracy (against
+1/(2B-1)) of every honest evaluation is written to `atac_eval.jsonl` in the run folder, and also
+returned under `metric/` keys for a trainer that records them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+
+from biofm.atac.tokenize import ACCESSIBLE, QUERY, dropout_view, merge_sorted, pack_rows, sample_queries
+from biofm.errors import BiofmError
+from biofm.io.atomic import write_json
+from biofm.models.sparse_top import hidden_at_targets, target_index
+from biofm.train.objectives import Batch, Objective, load_strictly
+
+COMPONENTS = ("masked_peak", "masked_patch", "contrastive")
+REFERENCE = {"masked_peak": "per_peak", "masked_patch": "per_peak", "contrastive": "chance"}
+UNITS = {"masked_peak": "nats per query peak", "masked_patch": "nats per hidden peak",
+         "contrastive": "nats per view"}
+# what `biofm doctor` suggests when the main loss does not beat its reference
+ADVICE = {
+    "contrastive": (
+        "a contrastive loss at exactly log(2B - 1) with grad_norm near 0 in metrics.jsonl is a collapsed "
+        "encoder (every view the same vector): use a warmup (train.warmup_steps), gradient clipping "
+        "(train.grad_clip=1.0) and a lower train.lr",
+        "add a masked objective (masked_peak, or masked_patch for patch_cnn): per-peak targets cannot collapse",
+        "atac_eval.jsonl in the run folder has the view-retrieval accuracy against chance 1/(2B - 1)",
+    ),
+    "masked_peak": ("keep objectives.peak_prior=true: each query then starts at its peak's own rate",),
+    "masked_patch": ("keep objectives.peak_prior=true: each peak then starts at its own rate",),
+}
+HEADS_FILE = "biofm_atac_heads.safetensors"
+ATAC_FILE = "biofm_atac.json"
+EVAL_LOG = "atac_eval.jsonl"
+_STREAM_MASK, _STREAM_VIEWS = 1, 2
+
+
+def main_component(weights: dict[str, float]) -> str:
+    """The masked component when there is one (its baseline is the stronger test), else contrastive."""
+    for name in ("masked_peak", "masked_patch", "contrastive"):
+        if weights.get(name, 0) > 0:
+            return name
+    raise ValueError("give an objective a weight > 0")
+
+
+def info_nce(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent. z: [2B, D] L2-normalised, rows b and B + b the two views of cell b.
+
+    Returns each view's loss [2B] (cross-entropy over the 2B - 1 other views, partner = target) and
+    whether the partner is its most similar other view [2B]."""
+    n = z.shape[0]
+    sim = (z @ z.T) / temperature  # [2B, 2B]
+    sim = sim.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("-inf"))
+    partner = (torch.arange(n, device=z.device) + n // 2) % n
+    return F.cross_entropy(sim, partner, reduction="none"), sim.argmax(1) == partner
+
+
+def query_logit(kept_rate: np.ndarray, acc_rate: np.ndarray, r_pos: float, r_neg: float) -> np.ndarray:
+    """Context-free logit that a QUERY peak is accessible: log(p r_pos) - log((1 - q) r_neg)."""
+    p = np.asarray(kept_rate, dtype=np.float64)
+    q = np.asarray(acc_rate, dtype=np.float64)
+    return np.log(p * r_pos) - np.log(np.maximum(1.0 - q, 1e-12) * r_neg)
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-9, 1 - 1e-9)
+    return np.log(p) - np.log1p(-p)
+
+
+def _zero_last(head: nn.Sequential) -> nn.Sequential:
+    """Start a head at zero output, so the per-peak offset alone is the first prediction."""
+    nn.init.zeros_(head[-1].weight)
+    nn.init.zeros_(head[-1].bias)
+    return head
+
+
+class _Positioned:
+    """A BertModel as `hidden_at_targets` sees it, with the batch's genomic position ids added to every
+    call of its embeddings (the stock forward otherwise numbers positions 0..L-1)."""
+
+    def __init__(self, bert: nn.Module, position_ids: torch.Tensor):
+        self.bert, self.position_ids = bert, position_ids
+        self.config, self.encoder = bert.config, bert.encoder
+
+    def embeddings(self, **kw: Any) -> torch.Tensor:
+        return self.bert.embeddings(position_ids=self.position_ids, **kw)
+
+    def __call__(self, **kw: Any) -> Any:
+        return self.bert(position_ids=self.position_ids, **kw)
+
+
+class PatchEmbedder(nn.Module):
+    """Conv1d stack with kernel = stride: [B, n_peaks_padded] binary -> [B, n_patches, hidden]."""
+
+    def __init__(self, strides: list[int], channels: int, hidden: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i, s in enumerate(strides):
+            last = i == len(strides) - 1
+            c_out = hidden if last else channels
+            layers.append(nn.Conv1d(c_in, c_out, kernel_size=s, stride=s))
+            if not last:
+                layers.append(nn.GELU())
+            c_in = c_out
+        self.conv = nn.Sequential(*layers)
+        self.patch_size = int(np.prod(strides))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.unsqueeze(1)).transpose(1, 2)  # [B, 1, N] -> [B, H, P] -> [B, P, H]
+
+
+class AtacObjective(Objective):
+    """What both designs share: components and reference, the contrastive head and loss, the eval record of
+    view retrieval, and saving the extra modules beside the stock model."""
+
+    design: str
+
+    def __init__(self, model: PreTrainedModel, *, weights: dict[str, float], stats: dict[str, np.ndarray | float],
+                 temperature: float, projection_dim: int, view_dropout: float, pooling: str, peak_prior: bool):
+        super().__init__()
+        self.model = model
+        self.components = {k: float(v) for k, v in weights.items() if v > 0}
+        self.main = main_component(self.components)
+        self.reference = REFERENCE[self.main]
+        self.loss_unit = UNITS[self.main]
+        self.advice = ADVICE[self.main]
+        self.temperature, self.view_dropout, self.pooling = temperature, view_dropout, pooling
+        self.peak_prior = peak_prior
+        self.cls_id = int(model.config.bos_token_id)
+        self.pad_id = int(model.config.pad_token_id)
+        hidden = model.config.hidden_size
+        if "contrastive" in self.components:
+            self.projection = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, projection_dim))
+        for key, value in stats.items():
+            self.register_buffer(f"stat_{key}", torch.as_tensor(np.asarray(value), dtype=torch.float32),
+                                 persistent=False)
+        # BERT's own vocabulary head is unused: keep DDP from waiting on its gradients
+        tied = model.get_input_embeddings().weight
+        for p in model.cls.parameters():
+            if p is not tied:
+                p.requires_grad_(False)
+        # the record of honest evaluations (view retrieval); see the module docstring
+        self.eval_log: Path | None = None
+        self.accum_steps = 1
+        self.step_offset = 0
+        self._train_forwards = 0
+        self._eval_sums = np.zeros(5)  # views, loss, hits, chance loss, chance accuracy
+
+    # ---- contrastive -----------------------------------------------------------------------------
+    def _contrastive(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = F.normalize(self.projection(pooled).float(), dim=-1)  # [2B, P]
+        loss, hits = info_nce(z, self.temperature)
+        if not self.training:
+            n = len(loss)
+            self._eval_sums += np.array([n, float(loss.sum()), float(hits.sum()), n * math.log(max(n - 1, 1)),
+                                         n / max(n - 1, 1)])
+        return loss, hits
+
+    @staticmethod
+    def _chance(loss: torch.Tensor) -> torch.Tensor:
+        n = loss.shape[0]
+        return torch.full_like(loss, math.log(max(n - 1, 1)))
+
+    def _views(self, peaks: list[np.ndarray], keys: np.ndarray, seed: int) -> list[np.ndarray]:
+        """Two peak-dropout views per cell: all views A, then all views B ([2B] peak arrays)."""
+        a, b = [], []
+        for cell, key in zip(peaks, keys, strict=True):
+            rng = np.random.default_rng([seed, int(key), _STREAM_VIEWS])
+            a.append(dropout_view(cell, self.view_dropout, rng))
+            b.append(dropout_view(cell, self.view_dropout, rng))
+        return a + b
+
+    # ---- the eval record ---------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> AtacObjective:
+        """The trainer switches to train mode after each honest evaluation: write its retrieval record."""
+        if mode and self._eval_sums[0] > 0:
+            self._flush_eval()
+        return super().train(mode)
+
+    def _count_step(self) -> None:
+        if self.training:
+            self._train_forwards += 1
+
+    def _flush_eval(self) -> None:
+        n, loss, hits, chance_loss, chance_acc = self._eval_sums.tolist()
+        self._eval_sums[:] = 0
+        if self.eval_log is None or not _is_main_process():
+            return
+        row = {"step": self.step_offset + self._train_forwards // max(self.accum_steps, 1), "views": int(n),
+               "contrastive_loss": loss / n, "chance_loss": chance_loss / n,
+               "retrieval_accuracy": hits / n, "chance_accuracy": chance_acc / n}
+        with self.eval_log.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    # ---- saving ----------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"design": self.design, "objectives": self.components, "main": self.main,
+                "reference": self.reference, "temperature": self.temperature, "pooling": self.pooling,
+                "view_dropout": self.view_dropout, "peak_prior": self.peak_prior, "heads_file": HEADS_FILE}
+
+    def _extra_keys(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous() for k, v in state.items() if not k.startswith("model.")}
+
+    def save_pretrained(self, path: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        path = Path(path)
+        state = state_dict if state_dict is not None else self.state_dict()
+        super().save_pretrained(path, state)
+        save_file(self._extra_keys(state), str(path / HEADS_FILE))
+        write_json(path / ATAC_FILE, self.describe())
+
+    def load_weights(self, path: Path) -> None:
+        super().load_weights(path)
+        file = Path(path) / HEADS_FILE
+        if not file.is_file():
+            raise BiofmError(f"{file}: missing (the heads of a biofm ATAC model)")
+        heads = load_file(str(file))
+        want = set(self._extra_keys(self.state_dict()))
+        if set(heads) != want:
+            odd = sorted(set(heads) ^ want)
+            raise BiofmError(f"{file}: heads do not match the objective ({', '.join(odd[:3])}"
+                             f"{' ...' if len(odd) > 3 else ''})")
+        self.load_state_dict(heads, strict=False)  # the encoder came from model.safetensors above
+        name = Path(path).parent.name  # checkpoints/step-N/model: the eval record continues at step N
+        if name.startswith("step-") and name[5:].isdigit():
+            self.step_offset, self._train_forwards = int(name[5:]), 0
+
+
+def _is_main_process() -> bool:
+    return not torch.distributed.is_available() or not torch.distributed.is_initialized() or \
+        torch.distributed.get_rank() == 0
+
+
+class PeakTokenObjective(AtacObjective):
+    """Design `peak_tokens`: masked-peak accessibility (+ optional contrastive) on peak-id tokens."""
+
+    design = "peak_tokens"
+    sparse_top: bool = True
+
+    def __init__(self, model: PreTrainedModel, *, positions: np.ndarray, n_peaks: int, offset: int,
+                 r_pos: float, r_neg: float, **kw: Any):
+        super().__init__(model, **kw)
+        self.n_peaks, self.offset, self.r_pos, self.r_neg = n_peaks, offset, float(r_pos), float(r_neg)
+        self.positions = np.asarray(positions, dtype=np.int64)
+        hidden = model.config.hidden_size
+        if "masked_peak" in self.components:
+            self.head = _zero_last(nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden),
+                                                 nn.Linear(hidden, 1)))
+            prior = self.stat_per_peak_logit if self.peak_prior else torch.full_like(
+                self.stat_per_peak_logit, float(self.stat_global_logit))
+            self.peak_logit = nn.Parameter(prior.clone())  # [n_peaks] learned offset
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "n_peaks": self.n_peaks, "r_pos": self.r_pos, "r_neg": self.r_neg}
+
+    def collate(self, rows: dict[str, Any], keys: np.ndarray, *, honest: bool, seed: int) -> Batch:
+        """rows: {"kept": CSR of kept peaks, "full": CSR of all accessible peaks, "cells": rows}. Queries are
+        drawn per cell from its own key, so they do not depend on the batch; every row is padded only to
+        the batch's longest cell."""
+        kept, full = rows["kept"], rows["full"]
+        cells = [kept.indices[kept.indptr[i]:kept.indptr[i + 1]].astype(np.int64) for i in range(kept.shape[0])]
+        tensors: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        tokens = 0
+        if "masked_peak" in self.components:
+            seqs = []
+            for i, key in enumerate(keys):
+                rng = np.random.default_rng([seed, int(key), _STREAM_MASK])
+                acc = full.indices[full.indptr[i]:full.indptr[i + 1]].astype(np.int64)
+                q = sample_queries(cells[i], acc, self.n_peaks, self.r_pos, self.r_neg, rng)
+                seqs.append(merge_sorted([(q.observed, ACCESSIBLE, -1), (q.positives, QUERY, 1),
+                                          (q.negatives, QUERY, 0)]))
+            packed = pack_rows(seqs, self.positions, self.pad_id, self.cls_id, self.offset)
+            selected = packed["labels"] >= 0
+            index = target_index(selected)
+            tensors.update({k: torch.from_numpy(packed[k]) for k in ("input_ids", "token_type_ids", "position_ids",
+                                                                     "attention_mask")})
+            tensors.update(target_flat=index["flat"], target_query=index["query"], target_slot=index["slot"],
+                           target_peaks=torch.from_numpy(packed["input_ids"][selected] - self.offset),
+                           target_labels=torch.from_numpy(packed["labels"][selected].astype(np.float32)))
+            counts["masked_peak"] = int(selected.sum())
+            tokens += int(packed["attention_mask"].sum())
+        if "contrastive" in self.components:
+            views = self._views(cells, keys, seed)
+            packed = pack_rows([(v, np.full(len(v), ACCESSIBLE), np.full(len(v), -1)) for v in views],
+                               self.positions, self.pad_id, self.cls_id, self.offset)
+            tensors.update(view_ids=torch.from_numpy(packed["input_ids"]),
+                           view_types=torch.from_numpy(packed["token_type_ids"]),
+                           view_positions=torch.from_numpy(packed["position_ids"]),
+                           view_mask=torch.from_numpy(packed["attention_mask"]))
+            counts["contrastive"] = len(views)
+            tokens += int(packed["attention_mask"].sum())
+        return Batch(tensors, counts, tokens)
+
+    def constant_baselines(self) -> dict[str, float]:
+        return {"uniform": math.log(2)} if self.main == "masked_peak" else {}
+
+    def _pooled(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        w = mask.clone()
+        w[:, 0] = False  # the cell's peaks, not <cls>
+        w = w.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,  # [B, L] <cls> + peak tokens (observed and queries)
+        token_type_ids: torch.Tensor | None = None,  # [B, L] 1 accessible, 2 query, 0 <cls>/padding
+        position_ids: torch.Tensor | None = None,  # [B, L] genomic window of each peak (0 for <cls>)
+        attention_mask: torch.Tensor | None = None,  # [B, L]
+        target_flat: torch.Tensor | None = None,  # [n] b * L + position of each query (row-major)
+        target_query: torch.Tensor | None = None,  # [B, Q] query positions per row, padded
+        target_slot: torch.Tensor | None = None,  # [n] b * Q + rank within the row
+        target_peaks: torch.Tensor | None = None,  # [n] peak index of each query
+        target_labels: torch.Tensor | None = None,  # [n] 1.0 accessible, 0.0 not
+        view_ids: torch.Tensor | None = None,  # [2B, Lv] contrastive views (all views A, then all B)
+        view_types: torch.Tensor | None = None,
+        view_positions: torch.Tensor | None = None,
+        view_mask: torch.Tensor | None = None,
+        per_token: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        self._count_step()
+        losses: dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
+        if "masked_peak" in self.components:
+            index = {"flat": target_flat, "query": target_query, "slot": target_slot}
+            h = hidden_at_targets(self.model, _Positioned(self.model.bert, position_ids), input_ids, attention_mask,
+                                  index, self.sparse_top, token_type_ids=token_type_ids)  # [n, H]
+            logits = self.head(h).float().squeeze(-1) + self.peak_logit[target_peaks]  # [n]
+            losses["masked_peak"] = F.binary_cross_entropy_with_logits(logits, target_labels, reduction="none")
+        if "contrastive" in self.components:
+            hv = self.model.bert(input_ids=view_ids, token_type_ids=view_types, position_ids=view_positions,
+                                 attention_mask=view_mask).last_hidden_state  # [2B, Lv, H]
+            losses["contrastive"], hits = self._contrastive(self._pooled(hv, view_mask))
+            out["metric/retrieval_accuracy"] = hits.float()
+        if not per_token:
+            return {k: v.sum() for k, v in losses.items()}
+        out["loss"] = losses[self.main]
+        if self.main == "contrastive":
+            out["baseline/chance"] = self._chance(out["loss"])
+        else:
+            y = target_labels
+            out["baseline/per_peak"] = F.binary_cross_entropy_with_logits(
+                self.stat_per_peak_logit[target_peaks], y, reduction="none")
+            out["baseline/global"] = F.binary_cross_entropy_with_logits(
+                self.stat_global_logit.expand_as(y), y, reduction="none")
+        return out
+
+
+class PatchObjective(AtacObjective):
+    """Design `patch_cnn` (the seed's): CNN patches of the whole peak vector, BERT over the patches,
+    masked-patch reconstruction and / or two-view contrastive."""
+
+    design = "patch_cnn"
+
+    def __init__(self, model: PreTrainedModel, *, n_peaks: int, strides: list[int], channels: int,
+                 mask_prob: float, **kw: Any):
+        super().__init__(model, **kw)
+        hidden = model.config.hidden_size
+        self.n_peaks, self.strides, self.channels, self.mask_prob = n_peaks, list(strides), channels, mask_prob
+        self.patcher = PatchEmbedder(self.strides, channels, hidden)
+        self.patch_size = self.patcher.patch_size
+        self.n_patches = math.ceil(n_peaks / self.patch_size)
+        if "masked_patch" in self.components:
+            self.mask_embedding = nn.Parameter(torch.randn(hidden) * 0.02)
+            self.head = _zero_last(nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden),
+                                                 nn.Linear(hidden, self.patch_size)))
+            prior = self.stat_per_peak_logit if self.peak_prior else torch.full_like(
+                self.stat_per_peak_logit, float(self.stat_global_logit))
+            self.peak_logit = nn.Parameter(prior.clone())  # [n_peaks]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "n_peaks": self.n_peaks, "conv_strides": self.strides,
+                "conv_channels": self.channels, "patch_size": self.patch_size, "n_patches": self.n_patches,
+                "mask_prob": self.mask_prob}
+
+    def dense(self, peaks: list[np.ndarray]) -> np.ndarray:
+        """Binary [len(peaks), n_patches * patch_size] float32 vectors (the padding peaks are 0)."""
+        x = np.zeros((len(peaks), self.n_patches * self.patch_size), dtype=np.float32)
+        for r, p in enumerate(peaks):
+            x[r, p] = 1.0
+        return x
+
+    def collate(self, rows: dict[str, Any], keys: np.ndarray, *, honest: bool, seed: int) -> Batch:
+        full = rows["full"]
+        cells = [full.indices[full.indptr[i]:full.indptr[i + 1]].astype(np.int64) for i in range(full.shape[0])]
+        b, n_p, size = len(cells), self.n_patches, self.patch_size
+        tensors: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        tokens = 0
+        if "masked_patch" in self.components:
+            x = self.dense(cells)
+            hide = np.stack([np.random.default_rng([seed, int(k), _STREAM_MASK]).random(n_p) < self.mask_prob
+                             for k in keys])  # [B, n_p]
+            rows_, cols_ = np.nonzero(hide)  # row-major: the order of h[hide]
+            peaks = cols_[:, None] * size + np.arange(size)  # [n_hidden, size]
+            valid = peaks < self.n_peaks
+            tensors.update(x=torch.from_numpy(x), patch_mask=torch.from_numpy(hide),
+                           target_labels=torch.from_numpy(x.reshape(b, n_p, size)[rows_, cols_]),
+                           target_peaks=torch.from_numpy(np.minimum(peaks, self.n_peaks - 1)),
+                           target_valid=torch.from_numpy(valid))
+            counts["masked_patch"] = int(valid.sum())
+            tokens += b * (n_p + 1)
+        if "contrastive" in self.components:
+            views = self._views(cells, keys, seed)
+            tensors["views"] = torch.from_numpy(self.dense(views))
+            counts["contrastive"] = len(views)
+            tokens += len(views) * (n_p + 1)
+        return Batch(tensors, counts, tokens)
+
+    def constant_baselines(self) -> dict[str, float]:
+        return {"uniform": math.log(2)} if self.main == "masked_patch" else {}
+
+    def encode(self, x: torch.Tensor, patch_mask: torch.Tensor | None = None,
+               output_hidden_states: bool = False) -> Any:
+        """BERT over `<cls>` + the patches of binary vectors x [B, N]; hidden patches get the mask vector."""
+        patches = self.patcher(x)  # [B, n_p, H]
+        if patch_mask is not None:
+            patches = torch.where(patch_mask.unsqueeze(-1), self.mask_embedding.to(patches.dtype), patches)
+        return encode_patches(self.model, patches, output_hidden_states=output_hidden_states)
+
+    def forward(
+        self,
+        x: torch.Tensor | None = None,  # [B, N] binarised peaks (masked-patch input before masking)
+        patch_mask: torch.Tensor | None = None,  # [B, n_p] hidden patches
+        target_labels: torch.Tensor | None = None,  # [n_hidden, size] their peaks
+        target_peaks: torch.Tensor | None = None,  # [n_hidden, size] peak index (clamped)
+        target_valid: torch.Tensor | None = None,  # [n_hidden, size] False past the last peak
+        views: torch.Tensor | None = None,  # [2B, N] two dropout views per cell
+        per_token: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        self._count_step()
+        losses: dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
+        if "masked_patch" in self.components:
+            h = self.encode(x, patch_mask).last_hidden_state[:, 1:]  # [B, n_p, H]
+            logits = self.head(h[patch_mask]).float() + self.peak_logit[target_peaks]  # [n_hidden, size]
+            nll = F.binary_cross_entropy_with_logits(logits, target_labels, reduction="none")
+            losses["masked_patch"] = nll[target_valid]
+        if "contrastive" in self.components:
+            hv = self.encode(views).last_hidden_state  # [2B, 1 + n_p, H]
+            pooled = hv[:, 0] if self.pooling == "cls" else hv[:, 1:].mean(1)
+            losses["contrastive"], hits = self._contrastive(pooled)
+            out["metric/retrieval_accuracy"] = hits.float()
+        if not per_token:
+            return {k: v.sum() for k, v in losses.items()}
+        out["loss"] = losses[self.main]
+        if self.main == "contrastive":
+            out["baseline/chance"] = self._chance(out["loss"])
+        else:
+            peaks, y = target_peaks[target_valid], target_labels[target_valid]
+            out["baseline/per_peak"] = F.binary_cross_entropy_with_logits(self.stat_per_peak_logit[peaks], y,
+                                                                          reduction="none")
+            out["baseline/global"] = F.binary_cross_entropy_with_logits(self.stat_global_logit.expand_as(y), y,
+                                                                        reduction="none")
+        return out
+
+
+def encode_patches(model: PreTrainedModel, patches: torch.Tensor, output_hidden_states: bool = False) -> Any:
+    """The stock BertModel over `<cls>` (its word embedding) + patch vectors [B, n_p, H], via inputs_embeds."""
+    bert = model.bert
+    cls = bert.embeddings.word_embeddings.weight[int(model.config.bos_token_id)]  # [H]
+    inputs = torch.cat([cls.to(patches.dtype).expand(patches.shape[0], 1, -1), patches], 1)  # [B, 1 + n_p, H]
+    return bert(inputs_embeds=inputs, output_hidden_states=output_hidden_states)
+
+
+def load_patcher(path: Path, info: dict[str, Any], hidden: int) -> PatchEmbedder:
+    """The patch CNN of a saved `patch_cnn` model, loaded strictly from its heads file."""
+    file = Path(path) / HEADS_FILE
+    if not file.is_file():
+        raise BiofmError(f"{file}: missing (the patch CNN of a biofm ATAC model)")
+    weights = {k[len("patcher."):]: v for k, v in load_file(str(file)).items() if k.startswith("patcher.")}
+    patcher = PatchEmbedder(list(info["conv_strides"]), int(info["conv_channels"]), hidden)
+    load_strictly(patcher, weights, file)
+    return patcher.eval()

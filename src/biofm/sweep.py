@@ -154,7 +154,8 @@ def downstream_row(results: dict[str, Any]) -> dict[str, Any]:
         name, metric = t["task"], t["headline_metric"]
         v = t.get("verdict") or {}
         gains = t.get("pretraining_gain") or []
-        best = max(gains, key=lambda g: g["model_mean"]) if gains else None
+        # the model's best method against the control's best method (biofm.eval.control)
+        best = next((g for g in gains if g["method"].startswith("best: ")), None)
         row[f"{name}:model"] = v.get("model_mean", best["model_mean"] if best else math.nan)
         row[f"{name}:method"] = v.get("model_method", best["method"] if best else "")
         row[f"{name}:baseline"] = v.get("baseline_mean", math.nan)

@@ -6,7 +6,7 @@ import pytest
 from biofm.errors import BiofmError
 from biofm.eval.folds import make_folds, validation_split
 from biofm.eval.metrics import classification_metrics, regression_metrics, summarise
-from biofm.eval.types import Task
+from biofm.eval.types import FoldPrediction, Task
 from biofm.eval.verdict import compare, count_sentence, paired, task_verdict
 
 
@@ -58,7 +58,7 @@ def test_paired_verdict_sees_a_loss_that_nt_rule_calls_a_match():
     v = task_verdict("t", [_method("probe-a", "probe", model), _method("baseline-b", "baseline", base)], "mcc")
     assert v.nt_outcome == "matches" and v.outcome == "loses"
     assert v.paired["ci_high"] < 0 and v.paired["mean"] == pytest.approx(-0.05)
-    assert v.paired["wilcoxon_p"] == pytest.approx(0.0625)  # exact two-sided p for 5 same-sign differences
+    assert v.paired["p_value"] == pytest.approx(0.0625)  # exact two-sided p for 5 same-sign differences
     assert "loses to the best baseline" in v.sentence() and "NT's ±2 s.d. rule would say it matches" in v.sentence()
 
 
@@ -77,7 +77,7 @@ def test_paired_needs_two_finite_folds():
     assert paired([0.5], [0.4]) is None
     assert paired([0.5, float("nan")], [0.4, 0.3]) is None
     same = paired([0.5, 0.6], [0.5, 0.6])
-    assert same.outcome == "matches" and same.mean == 0 and np.isnan(same.wilcoxon_p)
+    assert same.outcome == "matches" and same.mean == 0 and np.isnan(same.p_value)
 
 
 def _task(labels, folds=None, kind="classification"):
@@ -109,3 +109,36 @@ def test_validation_split_stays_inside_training_rows():
     tr = np.arange(0, 80)
     fit, val = validation_split(tr, _task(labels), 0.1, 0)
     assert set(fit) | set(val) == set(tr) and not set(fit) & set(val)
+
+
+def test_fixed_split_verdict_bootstraps_test_rows_not_seeds():
+    """Two deterministic methods on one test set differ by the same amount on every seed: seed-pairing
+    would call a 2-row difference certain; the bootstrap over the 200 test rows does not."""
+    from sklearn.metrics import matthews_corrcoef
+
+    from biofm.eval.verdict import _mcc
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    base_pred = np.where(rng.random(200) < 0.6, y, rng.integers(0, 3, 200))
+    model_pred = base_pred.copy()
+    wrong = np.flatnonzero(model_pred != y)[:2]
+    model_pred[wrong] = y[wrong]  # the model fixes two of the baseline's errors
+    assert _mcc(y, model_pred, 3) == pytest.approx(matthews_corrcoef(y, model_pred))
+    test = np.arange(200)
+
+    def method(name, kind, pred):
+        preds = [FoldPrediction(k, test, pred) for k in range(3)]  # the same predictions on every seed
+        score = matthews_corrcoef(y, pred)
+        return {"name": name, "kind": kind, "per_fold": [{"mcc": score}] * 3, "predictions": preds,
+                "summary": {"mcc": {"mean": score, "std": 0.0}}}
+
+    methods = [method("probe-a", "probe", model_pred), method("baseline-b", "baseline", base_pred)]
+    v = task_verdict("t", methods, "mcc", "seeds", y)
+    assert v.nt_outcome == "beats"  # zero spread over seeds: NT's rule is fooled
+    assert v.outcome == "matches" and v.paired["unit"] == "test rows" and v.paired["seeds"] == 3
+    assert v.paired["ci_low"] <= 0 < v.paired["ci_high"] and v.paired["test"] == "paired bootstrap"
+    assert "200 test rows x 3 seeds, paired bootstrap p=" in v.sentence()
+    # a large, consistent improvement is still found
+    methods[0] = method("probe-a", "probe", y)
+    assert task_verdict("t", methods, "mcc", "seeds", y).outcome == "beats"

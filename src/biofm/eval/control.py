@@ -5,7 +5,7 @@ network's embeddings are already a rich random feature map, and fine-tuning can 
 scratch. The control is the same architecture, configuration and tokenizer with freshly initialised
 weights (`seed`), run through exactly the same methods on the same folds. The pretraining gain of a
 method is model − control, judged like the baselines (biofm.eval.verdict): NT's ±2 s.d. rule, and the
-paired comparison over the shared folds (95% t-interval of the per-fold difference, Wilcoxon p), which
+paired comparison (over the shared folds, or over the test rows of a fixed split), which
 decides the headline outcome when the two disagree. Under a fixed split the folds are seeds: model and
 control run with the same seed k on the same test set, and the rows say "seeds".
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from biofm.eval.verdict import compare, paired, per_fold
+from biofm.eval.verdict import compare, compare_methods
 from biofm.io.atomic import atomic_path
 
 PREFIX = "control-"
@@ -42,33 +42,36 @@ def make_control_model(model_dir: Path, dest: Path, seed: int) -> Path:
     return dest
 
 
-def _gain_row(m: dict[str, Any], twin: dict[str, Any], metric: str, name: str, unit: str) -> dict[str, Any]:
+def _gain_row(m: dict[str, Any], twin: dict[str, Any], metric: str, name: str, unit: str,
+              labels: np.ndarray | None) -> dict[str, Any]:
     words = {"beats": "gain", "matches": "no gain", "loses": "worse"}
     ms, cs = m["summary"][metric], twin["summary"][metric]
     nt = words[compare(ms["mean"], ms["std"], cs["mean"], cs["std"])]
-    pair = paired(per_fold(m, metric), per_fold(twin, metric), unit)
+    pair = compare_methods(m, twin, metric, labels, unit)
     row = {"method": name, "metric": metric, "model_mean": ms["mean"], "model_std": ms["std"],
            "control_mean": cs["mean"], "control_std": cs["std"], "gain": ms["mean"] - cs["mean"],
            "outcome": words[pair.outcome] if pair else nt, "nt_outcome": nt}
     if pair is not None:
         row.update({"paired_gain_mean": pair.mean, "paired_gain_std": pair.std, "paired_ci_low": pair.ci_low,
-                    "paired_ci_high": pair.ci_high, "wilcoxon_p": pair.wilcoxon_p, unit: pair.n})
+                    "paired_ci_high": pair.ci_high, "p_value": pair.p_value, "p_test": pair.test,
+                    "paired_over": pair.unit, "paired_n": pair.n, "seeds": pair.seeds or None})
     return row
 
 
-def pretraining_gain(methods: list[dict[str, Any]], metric: str, unit: str = "folds") -> list[dict[str, Any]]:
+def pretraining_gain(methods: list[dict[str, Any]], metric: str, unit: str = "folds",
+                     labels: np.ndarray | None = None) -> list[dict[str, Any]]:
     """model − control for every model method with a control twin, then one row `best` that sets the
     model's best method against the control's best method (whichever they are: a pretrained model must
     beat the best a random network achieves with any readout, not only its own twin). Each row has the
     outcome (gain / no gain / worse: paired when there are ≥ 2 folds, else NT's), NT's outcome, and the
-    per-fold paired difference (`unit` = "seeds" under a fixed split: the count is then keyed `seeds`)."""
+    paired difference (over folds; under a fixed split, `unit` = "seeds", over the test rows)."""
     by_name = {m["name"]: m for m in methods}
     rows, pairs = [], []
     for m in methods:
         twin = by_name.get(PREFIX + m["name"])
         if m["kind"] not in ("probe", "finetune") or twin is None or metric not in m["summary"]:
             continue
-        rows.append(_gain_row(m, twin, metric, m["name"], unit))
+        rows.append(_gain_row(m, twin, metric, m["name"], unit, labels))
         pairs.append((m, twin))
     if pairs:
         def mean(m: dict[str, Any]) -> float:
@@ -78,7 +81,7 @@ def pretraining_gain(methods: list[dict[str, Any]], metric: str, unit: str = "fo
         best_model = max((m for m, _ in pairs), key=mean)
         best_control = max((t for _, t in pairs), key=mean)
         rows.append(_gain_row(best_model, best_control, metric,
-                              f"best: {best_model['name']} vs {best_control['name']}", unit))
+                              f"best: {best_model['name']} vs {best_control['name']}", unit, labels))
     return rows
 
 
@@ -93,11 +96,10 @@ def gain_sentence(task: str, rows: list[dict[str, Any]]) -> str:
          f"{best['model_mean']:.3f} ± {best['model_std']:.3f}), {how[best['outcome']]} the random-weights "
          f"control's best, {control_method or model_method} ({best['control_mean']:.3f} ± {best['control_std']:.3f})")
     if "paired_ci_low" in best:
-        p = best["wilcoxon_p"]
-        key = "seeds" if "seeds" in best else "folds"
-        n = best[key]
+        p = best["p_value"]
+        over = f"{best['paired_n']} {best['paired_over']}" + (f" x {best['seeds']} seeds" if best["seeds"] else "")
         s += (f"; paired gain {best['paired_gain_mean']:+.3f} (95% CI {best['paired_ci_low']:+.3f} to "
-              f"{best['paired_ci_high']:+.3f}, {n} {key}, Wilcoxon p="
+              f"{best['paired_ci_high']:+.3f}, {over}, {best['p_test']} p="
               f"{'n/a' if p != p else format(p, '.3g')})")
         if best["nt_outcome"] != best["outcome"]:
             s += f"; NT's ±2 s.d. rule would say {best['nt_outcome']}"

@@ -110,7 +110,8 @@ def _scored(name: str, kind: str, task: Task, preds: list[FoldPrediction], secon
             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     per_fold = [fold_metrics(task, p) for p in sorted(preds, key=lambda p: p.fold)]
     return {"name": name, "kind": kind, "per_fold": per_fold, "summary": summarise(per_fold),
-            "seconds": seconds, "warnings": single_class_warnings(name, task, preds), **(extra or {})}
+            "seconds": seconds, "warnings": single_class_warnings(name, task, preds), "predictions": preds,
+            **(extra or {})}
 
 
 def _seed_cfg(cfg: EvaluateConfig, k: int, n: int) -> EvaluateConfig:
@@ -234,8 +235,10 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
         for w in m["warnings"]:
             console.print(f"[{task.name}] warning: {w}")
     metric = HEADLINE[task.type]
-    verdict = task_verdict(task.name, methods, metric, unit(task))
-    gain = pretraining_gain(methods, metric, unit(task)) if control is not None else None
+    verdict = task_verdict(task.name, methods, metric, unit(task), task.labels)
+    gain = pretraining_gain(methods, metric, unit(task), task.labels) if control is not None else None
+    for m in methods:
+        m.pop("predictions", None)  # kept for the paired bootstrap only, not written out
     return {"task": task.name, "type": task.type, "modality": modality, "n": len(task.labels),
             "classes": task.classes, "folds": len(folds), "protocol": words,
             "seeds": n_seeds(task, cfg.seeds) if is_fixed(task) else None, "split": split_sizes(task),

@@ -5,6 +5,9 @@ import pytest
 
 os.environ.setdefault("BIOFM_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# as the CLI does: idle OpenMP threads sleep instead of spinning, which on shared cores made small
+# forward passes up to 70x slower (set before torch loads its OpenMP runtime)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Tests never reach the internet: a dataset missing from the mirror is an error, not a download. The

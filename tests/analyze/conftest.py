@@ -1,13 +1,7 @@
 """Shared by the `biofm analyze` tests: a tiny freshly initialised DNA model (single-nucleotide tokens)
 saved as a model folder (no pretraining, so every test runs in seconds), and a small annotated genome."""
 
-import os
 from pathlib import Path
-
-# Before torch loads (the imports below): idle OpenMP threads sleep instead of spinning, as `biofm` itself
-# sets in biofm.cli.main. On a busy 2-core machine spinning made these tests' many small forward passes
-# 50x slower (0.35 s instead of 5 ms for a 64-token pass).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest

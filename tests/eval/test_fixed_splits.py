@@ -291,3 +291,14 @@ def test_shipped_pubmedqa_uses_the_official_test_split(mirror):
     assert protocol(task) == "fixed split (train 500 / validation carved from train / test 500, 3 seeds)"
     assert task.meta["test_duplicates"] == {"found": 0, "removed": 0}
     assert np.bincount(task.labels[task.split == "test"]).tolist() == [55, 169, 276]  # maybe / no / yes
+
+
+def test_text_split_yaml_is_recognised_without_text_column(tmp_path):
+    from biofm.eval.evaluate import load_any_task
+
+    for part, n in (("train", 20), ("test", 10)):
+        rows = "".join(f"{part}{i} other\t{i % 2}\n" for i in range(n))
+        (tmp_path / f"{part}.tsv").write_text("text\tlabel\n" + rows)
+    (tmp_path / "t.yaml").write_text("name: t\ntype: classification\ntrain: train.tsv\ntest: test.tsv\n")
+    modality, task = load_any_task(str(tmp_path / "t.yaml"), model_modality="text")
+    assert modality == "text" and task.inputs[0] == "train0 other"

@@ -31,8 +31,10 @@ def recognise_task(spec: str) -> int:
             return 2
         if data.get("modality") not in (None, "text") or "h5ad" in data or "fasta" in data:
             return 0
-        table = data.get("table")
-        if isinstance(table, str) and not table.startswith("dataset:"):
+        # the table, or the first of a fixed split's train / validation / test tables
+        tables = [data.get(k) for k in ("table", "train", "validation", "test")]
+        table = next((t for t in tables if isinstance(t, str) and not t.startswith("dataset:")), None)
+        if table is not None:
             return 1 if "text" in table_columns(str(Path(spec).parent / table)) else 0
         return 0
     return 1 if "text" in table_columns(spec) else 0

@@ -260,66 +260,31 @@ def sweep(
 
 
 def _print_sweep(result: dict) -> None:
+    """One table of the points' honest losses, then one per evaluated task (model, twin, gain, baseline)."""
     from rich.table import Table
 
     rows = result["points"]
     grid_keys = list(result["config"]["grid"])
     loss = result["loss_key"]
-    task_cols = sorted({k.split(":")[0] for r in rows for k in r if ":" in k})
-    table = Table(title="sweep")
-    for col in ["point", *grid_keys, "params", "min", loss, "floor", "verdict"]:
-        table.add_column(col)
-    for t in task_cols:
-        table.add_column(f"{t}: model / twin / baseline")
     floor_key = "baseline_bits_per_base" if loss == "bits_per_base" else "baseline"
+    table = Table(title="sweep: honest eval loss")
+    for col in ["point", *grid_keys, "params", "train min", loss, "floor", "verdict"]:
+        table.add_column(col)
     for r in rows:
-        cells = [r["point"].split("-")[0], *(str(r[k]) for k in grid_keys), f"{r['params'] / 1e6:.2f}M",
-                 f"{r['wall_minutes']:.1f}", f"{r[loss]:.4f}", f"{r[floor_key]:.4f}", r["verdict"]]
-        for t in task_cols:
-            cells.append(f"{r.get(f'{t}:model', float('nan')):.3f} / {r.get(f'{t}:control', float('nan')):.3f} / "
-                         f"{r.get(f'{t}:baseline', float('nan')):.3f} ({r.get(f'{t}:pretraining', '')}, "
-                         f"{r.get(f'{t}:gain_ci', '')})")
-        table.add_row(*cells)
+        table.add_row(r["point"].split("-")[0], *(str(r[k]) for k in grid_keys), f"{r['params'] / 1e6:.2f}M",
+                      f"{r['train_minutes']:.1f}", f"{r[loss]:.4f}", f"{r[floor_key]:.4f}", r["verdict"])
     console.print(table)
+    for t in sorted({k.split(":")[0] for r in rows for k in r if ":" in k}):
+        tab = Table(title=f"sweep: {t} ({rows[0].get(f'{t}:metric', '')})")
+        for col in ("point", "model", "random twin", "gain (95% CI)", "best baseline"):
+            tab.add_column(col)
+        for r in rows:
+            tab.add_row(r["point"].split("-")[0], f"{r.get(f'{t}:model', float('nan')):.3f}",
+                        f"{r.get(f'{t}:control', float('nan')):.3f}",
+                        f"{r.get(f'{t}:pretraining', '')} {r.get(f'{t}:gain_ci', '')}",
+                        f"{r.get(f'{t}:baseline', float('nan')):.3f}")
+        console.print(tab)
     console.print(result["fit_sentence"])
-
-
-@app.command()
-def analyze(
-    config: Path | None = typer.Argument(None, help="optional YAML analyze config (biofm.analyze.AnalyzeConfig)"),
-    model: str | None = typer.Option(None, "--model", help="model folder (RUN/model) or run folder"),
-    task: list[str] = typer.Option([], "--task", help="labelled sequences for layer maps: task YAML, table or "
-                                   "shipped task (repeatable)"),
-    annotation: str | None = typer.Option(None, "--annotation", help="GFF3 annotation (or dataset:NAME): element "
-                                          "windows, attention by element, likelihood track"),
-    fasta: str | None = typer.Option(None, "--fasta", help="the genome the annotation describes (or dataset:NAME)"),
-    region: str | None = typer.Option(None, "--region", help="likelihood track region CHR:START-END (1-based)"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (analysis.json, report.html, PNGs)"),
-    per_class: int | None = typer.Option(None, "--per-class", help="sequences per class (default 200)"),
-    seed: int | None = typer.Option(None, "--seed", help="sampling, folds, maps and the control's weights"),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-) -> None:
-    """Where the model separates classes (per-layer maps and scores beside its random-weights twin), which heads
-    attend to which elements, and its per-position log-likelihood along a region.
-
-    Example: biofm analyze --model runs/demo --annotation dataset:ecoli-k12-gff --fasta dataset:ecoli-k12 --out
-    runs/demo/analysis
-    """
-    from biofm import config as cfgmod
-    from biofm.analyze import AnalyzeConfig
-    from biofm.analyze import analyze as run_analyze
-
-    data = cfgmod.read_yaml(config) if config else {}
-    for key, value in (("model", model), ("annotation", annotation), ("fasta", fasta), ("region", region),
-                       ("out", str(out) if out else None), ("per_class", per_class), ("seed", seed)):
-        if value is not None:
-            data[key] = value
-    if task:
-        data["tasks"] = list(task)
-    data = cfgmod.apply_overrides(data, set_)
-    cfg = cfgmod.build(AnalyzeConfig, data, str(config) if config else "analyze options")
-    dest = run_analyze(cfg, say=lambda msg: err_console.print(msg, markup=False, highlight=False, soft_wrap=True))
-    console.print(f"analysis: {dest / 'analysis.json'}   report: {dest / 'report.html'}")
 
 
 @app.command("score-variants")

@@ -219,8 +219,10 @@ def _train(cfg: PretrainBase, trainer: Trainer, prepared: Prepared, preset: Pres
 
 
 def finish_run(run_dir: Path, sections: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """Plot, diagnose and write the report from what is in the run folder; returns the diagnosis."""
+    """Plot, diagnose and write the report and the model card (RUN/model/README.md) from what is in the
+    run folder; returns the diagnosis."""
     from biofm.health.doctor import load_run
+    from biofm.report.model_card import write_model_card
 
     summary, rows = load_run(run_dir)
     plot_loss(rows, summary, run_dir / "loss.png")
@@ -230,8 +232,9 @@ def finish_run(run_dir: Path, sections: list[tuple[str, str]] | None = None) -> 
         write_json(run_dir / "summary.json", summary)
     config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
     write_report(run_dir, summary, diag, config_text, sections)
+    if summary.get("status") == "finished":
+        write_model_card(run_dir, summary, diag)
     return diag
-
 
 
 def load_config(path: str | Path | None, overrides: list[str]) -> PretrainBase:

@@ -13,5 +13,9 @@ MODALITY = Modality(
     baseline_key="cell_baselines",
     demo="biofm.cells.demo",
     demo_run_dir="runs/demo-cells",
-    verbs={"embed_h5ad": "biofm.cells.embed:embed_h5ad", "embed_adata": "biofm.cells.embed:embed_adata"},
+    verbs={"embed_h5ad": "biofm.cells.geneformer:embed_h5ad", "embed_adata": "biofm.cells.geneformer:embed_adata",
+           "card_usage": "biofm.cells.embed:card_usage",
+           "published_family": "biofm.cells.geneformer:published_family",
+           "published_tokenizer": "biofm.cells.geneformer:published_tokenizer",
+           "published_embeddings": "biofm.cells.geneformer:task_embeddings"},
 )

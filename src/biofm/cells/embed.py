@@ -139,3 +139,18 @@ def embed_h5ad(model_dir: str | Path, src: str | Path, out: str | Path, *, layer
     with atomic_path(out) as tmp:
         adata.write_h5ad(tmp)
     return n, dim, coverage
+
+
+def card_usage(model_dir: str | Path) -> list[str]:
+    """Model-card lines: how a cell becomes input ids and token types for this model (biofm_cell.json)."""
+    info = json.loads((Path(model_dir) / CELL_FILE).read_text())
+    types = info.get("token_types", {})
+    if info.get("mode") == "rank_value":
+        return ["A cell is `<cls>` followed by its expressed genes' ids (`gene_vocab.json`), ranked by "
+                "normalised expression (Geneformer's rank-value encoding); no token types."]
+    return [f"A cell is `<cls>` followed by gene ids (`gene_vocab.json`); each gene's value enters as its "
+            f"`token_type_ids`: {types.get('first_bin', VALUE_OFFSET)} + the value bin "
+            f"(0..{info.get('n_bins', '?')} - 1; "
+            f"bins in `cell_tokenizer.json`), {types.get('no_value', NO_VALUE)} for <cls> and padding, "
+            f"{types.get('hidden_value', 1)} for a hidden value. Position embeddings are zero: a cell is a set. "
+            "`biofm embed --model RUN --input cells.h5ad --out new.h5ad` does all of this."]

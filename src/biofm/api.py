@@ -142,7 +142,7 @@ def evaluate(model: str | Path | Run | None, tasks: str | Sequence[str], *, out:
 
 def embed(data: Any, model: str | Path | Run, *, key_added: str = "X_biofm", layer: int = -1,
           pooling: str = "mean", copy: bool = False, batch_size: int = 64, layer_name: str | None = None,
-          gene_column: str | None = None) -> Any:
+          gene_column: str | None = None, modality: str | None = None) -> Any:
     """Embeddings from a biofm model.
 
     - an AnnData (cell model): `obsm[key_added]` (mean-pooled) and `obsm[key_added + "_cls"]` of `layer`
@@ -150,13 +150,16 @@ def embed(data: Any, model: str | Path | Run, *, key_added: str = "X_biofm", lay
       returned and `data` is untouched. `layer_name` / `gene_column` choose the counts and the gene ids.
     - sequences or texts (a list of strings), or a path to a FASTA / table / `dataset:NAME`: an array
       [n, hidden] of `layer` with `pooling` "mean" or "cls" (causal models: "last").
+
+    `model` may be a published checkpoint folder or a cached Hub id (`InstaDeepAI/...`); `modality` overrides
+    the modality inferred from the folder.
     """
     from biofm.modality import get as get_modality
     from biofm.models.load import model_modality, resolve_model_dir
 
     model_dir = resolve_model_dir(Path(model))
     if type(data).__name__ == "AnnData":
-        verb = get_modality(model_modality(model_dir)).verb("embed_adata")
+        verb = get_modality(model_modality(model_dir, modality)).verb("embed_adata")
         target = data.copy() if copy else data
         verb(model_dir, target, key_added=key_added, layer=layer, layer_name=layer_name, gene_column=gene_column,
              batch_size=batch_size)
@@ -166,10 +169,10 @@ def embed(data: Any, model: str | Path | Run, *, key_added: str = "X_biofm", lay
     if isinstance(data, (str, Path)):
         from biofm.datasets import resolve
 
-        _, seqs = get_modality(model_modality(model_dir)).verb("read_sequences")(resolve(str(data)))
+        _, seqs = get_modality(model_modality(model_dir, modality)).verb("read_sequences")(resolve(str(data)))
     else:
         seqs = [str(s) for s in data]
-    emb = sequence_embeddings(model_dir, seqs, batch_size=batch_size)
+    emb = sequence_embeddings(model_dir, seqs, batch_size=batch_size, modality=modality)
     if pooling not in emb:
         raise BiofmError(f"pooling {pooling!r}: this model offers {', '.join(emb)}")
     n_layers = emb[pooling].shape[1]

@@ -36,6 +36,8 @@ class Interrupted(BiofmError):
 
 
 SET_HELP = "override a config key, e.g. --set train.steps=200 (repeatable)"
+MODALITY_HELP = "read the model as this modality (dna, text, cells, ...); default: inferred from its folder"
+PICKLE_HELP = "read a published model's pickled files (Geneformer's gene dictionaries); unpickling can run code"
 
 
 @app.command()
@@ -127,6 +129,8 @@ def embed(
     layer: int = typer.Option(-1, "--layer", help="cells: which layer goes into obsm (0 = embeddings, -1 = last)"),
     h5ad_layer: str | None = typer.Option(None, "--h5ad-layer", help="cells: the h5ad layer holding raw counts"),
     gene_column: str | None = typer.Option(None, "--gene-column", help="cells: var column with the gene ids"),
+    modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
 ) -> None:
     """Embeddings of sequences (every layer, mean-pooled) or cells (one layer, into a new h5ad).
 
@@ -139,15 +143,15 @@ def embed(
         from biofm.modality import get as get_modality
         from biofm.models.load import model_modality
 
-        embed_h5ad = get_modality(model_modality(model)).verb("embed_h5ad")  # cell models embed AnnData
+        embed_h5ad = get_modality(model_modality(model, modality)).verb("embed_h5ad")  # cell models embed AnnData
         n, dim, coverage = embed_h5ad(model, input, out, layer=layer, layer_name=h5ad_layer, gene_column=gene_column,
-                                      batch_size=batch_size)
+                                      batch_size=batch_size, **({"allow_pickle": True} if allow_pickle else {}))
         console.print(f"wrote {out}: {n} cells × {dim} dims in obsm['X_biofm'] (mean) and obsm['X_biofm_cls']; "
                       f"{coverage:.1%} of the file's genes are in the model's vocabulary")
         return
     from biofm.use.embed import embed as run_embed
 
-    emb = run_embed(model, input, out, batch_size=batch_size)
+    emb = run_embed(model, input, out, batch_size=batch_size, modality=modality)
     console.print(f"wrote {out}: {emb.shape[0]} sequences × {emb.shape[1]} layers × {emb.shape[2]} dims")
 
 
@@ -156,11 +160,13 @@ def fill_mask(
     model: Path = typer.Option(..., "--model", help="model folder (RUN/model) or run folder"),
     sequence: str = typer.Option(..., "--sequence", help="sequence with <mask> tokens"),
     top_k: int = typer.Option(5, "--top-k"),
+    modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
 ) -> None:
     """Top-k tokens at each <mask>.  Example: biofm fill-mask --model runs/demo --sequence 'ACGT<mask>TTGA'"""
     from biofm.use.fill_mask import fill_mask as run_fill
 
-    for i, preds in enumerate(run_fill(model, sequence, top_k)):
+    for i, preds in enumerate(run_fill(model, sequence, top_k, modality=modality, allow_pickle=allow_pickle)):
         console.print(f"<mask> #{i + 1}: " + "  ".join(f"{t} {p:.3f}" for t, p in preds))
 
 
@@ -201,6 +207,8 @@ def evaluate(
     folds: int | None = typer.Option(None, "--folds", help="cross-validation folds (default 10); a task with "
                                      "its own train/test split is scored on it over seeds instead (--set seeds=N)"),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
 ) -> None:
     """Probes, fine-tuning and baselines on the same folds (or a task's own train/validation/test split,
     repeated over seeds), with NT's verdict.
@@ -210,7 +218,9 @@ def evaluate(
     from biofm.api import evaluate_config
     from biofm.eval.evaluate import run_evaluation
 
-    cfg = evaluate_config(model, task, out=out, config=config, set_=[*([f"folds={folds}"] if folds else []), *set_])
+    cfg = evaluate_config(model, task, out=out, config=config, set_=[*([f"folds={folds}"] if folds else []), *set_,
+                                                                     *([f"modality={modality}"] if modality else []),
+                                                                     *(["allow_pickle=true"] if allow_pickle else [])])
     from biofm.demo import print_verdicts
 
     dest = run_evaluation(cfg)
@@ -287,12 +297,51 @@ def _print_sweep(result: dict) -> None:
     console.print(result["fit_sentence"])
 
 
+@app.command()
+def analyze(
+    config: Path | None = typer.Argument(None, help="optional YAML analyze config (biofm.analyze.AnalyzeConfig)"),
+    model: str | None = typer.Option(None, "--model", help="model folder (RUN/model) or run folder"),
+    task: list[str] = typer.Option([], "--task", help="labelled sequences for layer maps: task YAML, table or "
+                                   "shipped task (repeatable)"),
+    annotation: str | None = typer.Option(None, "--annotation", help="GFF3 annotation (or dataset:NAME): element "
+                                          "windows, attention by element, likelihood track"),
+    fasta: str | None = typer.Option(None, "--fasta", help="the genome the annotation describes (or dataset:NAME)"),
+    region: str | None = typer.Option(None, "--region", help="likelihood track region CHR:START-END (1-based)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (analysis.json, report.html, PNGs)"),
+    per_class: int | None = typer.Option(None, "--per-class", help="sequences per class (default 200)"),
+    seed: int | None = typer.Option(None, "--seed", help="sampling, folds, maps and the control's weights"),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Where the model separates classes (per-layer maps and scores beside its random-weights twin), which heads
+    attend to which elements, and its per-position log-likelihood along a region.
+
+    Example: biofm analyze --model runs/demo --annotation dataset:ecoli-k12-gff --fasta dataset:ecoli-k12 --out
+    runs/demo/analysis
+    """
+    from biofm import config as cfgmod
+    from biofm.analyze import AnalyzeConfig
+    from biofm.analyze import analyze as run_analyze
+
+    data = cfgmod.read_yaml(config) if config else {}
+    for key, value in (("model", model), ("annotation", annotation), ("fasta", fasta), ("region", region),
+                       ("out", str(out) if out else None), ("per_class", per_class), ("seed", seed)):
+        if value is not None:
+            data[key] = value
+    if task:
+        data["tasks"] = list(task)
+    data = cfgmod.apply_overrides(data, set_)
+    cfg = cfgmod.build(AnalyzeConfig, data, str(config) if config else "analyze options")
+    dest = run_analyze(cfg, say=lambda msg: err_console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    console.print(f"analysis: {dest / 'analysis.json'}   report: {dest / 'report.html'}")
+
+
 @app.command("score-variants")
 def score_variants(
     model: Path = typer.Option(..., "--model", help="model folder (RUN/model) or run folder"),
     reference: Path = typer.Option(..., "--reference", help="reference FASTA(.gz), or dataset:NAME"),
     variants: Path = typer.Option(..., "--variants", help="TSV with chrom, pos (1-based), ref, alt"),
     out: Path = typer.Option(Path("variant_scores.tsv"), "--out", help="output TSV"),
+    modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
 ) -> None:
     """Zero-shot variant effect: masked-LM log-likelihood ratio and embedding distance.
 
@@ -302,7 +351,7 @@ def score_variants(
     from biofm.modality import get as get_modality
     from biofm.models.load import model_modality
 
-    run_scores = get_modality(model_modality(model)).verb("score_variants")  # a DNA model's use
+    run_scores = get_modality(model_modality(model, modality)).verb("score_variants")  # a DNA model's use
     rows = run_scores(model, resolve(str(reference)), variants, out)
     console.print(f"scored {len(rows)} variants: {out}")
 

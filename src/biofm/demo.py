@@ -46,7 +46,7 @@ def run_demo(out: Path, overrides: list[str] | None = None, eval_overrides: list
     if evaluate:
         eval_dir = run_evaluation(demo_eval_config(run_dir, eval_overrides, modality))
         results = json.loads((eval_dir / "results.json").read_text())
-        sections.append(("Evaluation against baselines", verdict_table_html(results)))
+        sections.append(("Evaluation against baselines", verdict_table_html(results, eval_dir)))
         print_verdicts(results)
     if sections:
         finish_run(run_dir, sections=sections)
@@ -57,6 +57,7 @@ def print_verdicts(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from biofm.eval.explain import console_line
     from biofm.eval.report import duplicates_sentence
 
     console = Console()
@@ -88,4 +89,7 @@ def print_verdicts(results: dict) -> None:
             console.print(t["verdict"]["sentence"])
         if t.get("control_sentence"):
             console.print(t["control_sentence"])
+        line = console_line(t)  # one line; the rest of the explanations are in results.json and the report
+        if line:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"overall: the model {results['overall']} tasks")

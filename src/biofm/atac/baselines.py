@@ -36,10 +36,11 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field, PositiveInt, field_validator
 
-from biofm.atac.peaks import read_peaks
+from biofm.atac.peaks import PeakMatrix, read_peaks
 from biofm.config import Schema
 from biofm.errors import BiofmError
 from biofm.eval.baselines import check_known, method_from
+from biofm.eval.explain import linear_coefficients
 from biofm.eval.fit import fit_predict, scaled_knn, scaled_logreg
 from biofm.eval.types import Fold, FoldPrediction, Method, Task
 
@@ -89,8 +90,19 @@ class AtacBaselineConfig(Schema):
 
 
 @lru_cache(maxsize=1)
+def _matrix(path: str, layer: str | None, peak_column: str | None, stamp: tuple[int, int]) -> PeakMatrix:
+    return read_peaks(path, layer, peak_column)
+
+
 def _read(path: str, layer: str | None, peak_column: str | None, stamp: tuple[int, int]) -> sp.csr_matrix:
-    return read_peaks(path, layer, peak_column).counts
+    return _matrix(path, layer, peak_column, stamp).counts
+
+
+def _peak_names(task: Task) -> np.ndarray:
+    """The name of each column of `_counts(task)` (the file's peak names, in genome order)."""
+    path = str(task.meta["h5ad"])
+    st = Path(path).stat()
+    return _matrix(path, task.meta.get("layer"), task.meta.get("peak_column"), (st.st_mtime_ns, st.st_size)).peak_names
 
 
 def _counts(task: Task) -> sp.csr_matrix:
@@ -223,10 +235,12 @@ def _make_sparse_logreg(C: float, seed: int, max_iter: int) -> Any:
 
 
 def binary_logreg(task: Task, folds: list[Fold], seed: int, cfg: AtacBaselineConfig) -> list[FoldPrediction]:
-    """Logistic regression on the binary peak matrix (sparse, unscaled; nothing else is fitted)."""
+    """Logistic regression on the binary peak matrix (sparse, unscaled; nothing else is fitted). Inside an
+    evaluation that collects explanations (biofm.eval.explain), its coefficients per peak and class."""
     x = _binary(_counts(task))
     return fit_predict(task, folds, lambda tr, te: (x[tr], x[te]),
-                        lambda _kind, _fold, n: _make_sparse_logreg(cfg.C, seed, cfg.max_iter))
+                       lambda _kind, _fold, n: _make_sparse_logreg(cfg.C, seed, cfg.max_iter),
+                       on_fit=linear_coefficients(lambda _fitted: _peak_names(task)))
 
 
 def spectral_logreg(task: Task, folds: list[Fold], seed: int, cfg: AtacBaselineConfig) -> list[FoldPrediction]:

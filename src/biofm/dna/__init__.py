@@ -20,5 +20,7 @@ MODALITY = Modality(
         "tokenizer_train": "biofm.dna.tokenizer:train_command",
         "tokenizer_encode": "biofm.dna.tokenizer:encode_command",
         "element_windows": "biofm.dna.elements:element_windows",
+        "published_family": "biofm.dna.published:published_family",
+        "published_tokenizer": "biofm.dna.published:published_tokenizer",
     },
 )

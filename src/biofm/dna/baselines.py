@@ -12,6 +12,7 @@ so nothing about the test examples leaks into training.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic import Field, PositiveInt, field_validator
 from biofm.config import Schema
 from biofm.dna.tokenizer import KmerTokenizer
 from biofm.eval.baselines import check_known, method_from
+from biofm.eval.explain import xgboost_shap
 from biofm.eval.fit import check_folds, fit_predict
 from biofm.eval.folds import validation_split
 from biofm.eval.types import Fold, FoldPrediction, Method, Task
@@ -35,6 +37,7 @@ __all__ = [
     "cnn",
     "kmer_features",
     "kmer_logreg",
+    "kmer_names",
     "kmer_xgboost",
     "one_hot",
     "raw_token_logreg",
@@ -158,6 +161,11 @@ def kmer_features(seqs: Sequence[str], ks: Sequence[int] = KMER_KS) -> sp.csr_ma
     return mat.tocsr()  # duplicates (repeated k-mers) are summed here
 
 
+def kmer_names(ks: Sequence[int] = KMER_KS) -> list[str]:
+    """The k-mer of each column of `kmer_features(seqs, ks)`: by k, then lexicographically (A C G T)."""
+    return ["".join(p) for k in sorted(ks) for p in itertools.product("ACGT", repeat=k)]
+
+
 def _code_matrix(seqs: Sequence[str], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Base codes [n, L] uint8 padded with 4 (the N code) to the longest sequence, and the mask of real bases."""
     length = max((len(s) for s in seqs), default=0) if length is None else length
@@ -248,7 +256,10 @@ def kmer_xgboost(
     n_jobs: int = 1,
     ks: Sequence[int] = KMER_KS,
 ) -> list[FoldPrediction]:
-    """Gradient-boosted trees on k-mer frequencies (histogram method, seeded, so runs repeat exactly)."""
+    """Gradient-boosted trees on k-mer frequencies (histogram method, seeded, so runs repeat exactly).
+
+    Inside an evaluation that collects explanations (biofm.eval.explain), each fold's model also gives the
+    SHAP values of its test rows, per k-mer and class."""
     from xgboost import XGBClassifier, XGBRegressor
 
     check_folds(task, folds)
@@ -266,7 +277,7 @@ def kmer_xgboost(
     def make(kind: str, fold: int, n_train: int) -> Any:
         return XGBRegressor(**params) if kind == "regression" else XGBClassifier(**params)
 
-    return fit_predict(task, folds, feats, make)
+    return fit_predict(task, folds, feats, make, on_fit=xgboost_shap(kmer_names(ks)))
 
 
 # ------------------------------------------------------------------------------------------ CNN

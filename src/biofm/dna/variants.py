@@ -23,6 +23,9 @@ Decisions:
 - The embedding distance uses the last entry of `layer_embeddings` (mean over all tokens, `<cls>`
   included), the same vectors `biofm embed` writes, so the two commands agree.
 - Input columns named like an output column are replaced, so a scored file can be scored again.
+- Published checkpoints score with their own vocabulary (`biofm.dna.published.VariantKmers`): NT-v1 as
+  biofm's k-mers; DNABERT's overlapping k-mers mask the k tokens that cover an SNV (each k-mer holding the
+  base), and a masked k-mer that holds an N is `[UNK]`, so that variant gets NaN with a note.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from biofm.errors import BiofmError, where
 from biofm.io.atomic import atomic_path
 from biofm.models.load import load_masked_lm, resolve_model_dir
 from biofm.models.mlm import layer_embeddings, masked_logits
+from biofm.models.published import context_length
 
 REQUIRED_COLUMNS = ("chrom", "pos", "ref", "alt")
 OUTPUT_COLUMNS = ("llr", "ref_logp", "alt_logp", "embedding_cosine_distance", "note")
@@ -56,6 +60,7 @@ _ALLELE_CHARS = frozenset("ACGTN")
 NOTE_INDEL = "indel: the likelihood ratio needs equal-length ref and alt"
 NOTE_N_ALLELE = "allele contains N: no likelihood ratio"
 NOTE_BOUNDARIES = "ref and alt windows tokenise with different token boundaries: no likelihood ratio"
+NOTE_UNKNOWN = "a token covering the variant is unknown to the model (an N in its k-mer): no likelihood ratio"
 
 
 @dataclass
@@ -247,6 +252,8 @@ def window_bounds(pos0: int, ref_len: int, chrom_len: int, window_bp: int) -> tu
 
 def _token_starts(tok: KmerTokenizer, ids: np.ndarray) -> np.ndarray:
     """Window offset of each token's first base, plus the window length at the end."""
+    if hasattr(tok, "token_starts"):  # a published vocabulary (DNABERT's tokens overlap)
+        return tok.token_starts(ids)
     out = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(tok.token_bases[ids], out=out[1:])
     return out
@@ -277,11 +284,13 @@ def prepare(tok: KmerTokenizer, v: Variant, chrom_seq: str, window_bp: int, cont
     alt_window = ref_window[:v0] + v.alt + ref_window[v1:]
     ref_ids, alt_ids = tok.encode(ref_window), tok.encode(alt_window)
     ref_starts, alt_starts = _token_starts(tok, ref_ids), _token_starts(tok, alt_ids)
-    # Tokens overlapping [v0, v1): the first starting at or before v0 through the last starting before v1.
-    first = int(np.searchsorted(ref_starts, v0, side="right")) - 1
+    # Tokens overlapping [v0, v1): the first starting at or before v0 through the last starting before v1
+    # (overlapping k-mers: the first starting at or before v0 - (k - 1), since each spans k bases).
+    overlap = getattr(tok, "overlap", 0)
+    first = max(0, int(np.searchsorted(ref_starts, v0 - overlap, side="right")) - 1)
     last = int(np.searchsorted(ref_starts, v1, side="left")) - 1
     v1_alt = v0 + len(v.alt)
-    alt_first = int(np.searchsorted(alt_starts, v0, side="right")) - 1
+    alt_first = max(0, int(np.searchsorted(alt_starts, v0 - overlap, side="right")) - 1)
     alt_last = int(np.searchsorted(alt_starts, max(v1_alt, v0 + 1), side="left")) - 1
     alt_last = max(alt_last, alt_first)  # a deletion to an empty alt is rejected on input; be safe anyway
 
@@ -294,6 +303,8 @@ def prepare(tok: KmerTokenizer, v: Variant, chrom_seq: str, window_bp: int, cont
         note = NOTE_N_ALLELE
     elif not np.array_equal(ref_starts, alt_starts):
         note = NOTE_BOUNDARIES
+    elif not all(tok.kmer_offset <= int(i) < len(tok) for i in (*ref_ids[first:last + 1], *alt_ids[first:last + 1])):
+        note = NOTE_UNKNOWN
     if note:
         # No alignment between the two tokenisations is needed: crop each around its own variant.
         lo, hi = _crop(len(ref_ids), first, last, limit)
@@ -372,7 +383,12 @@ def write_scores(out_path: Path, header: list[str], rows: list[dict]) -> None:
 
 
 def _load_kmer_tokenizer(model_path: str | Path) -> KmerTokenizer:
+    from biofm.dna.published import variant_tokenizer
+
     model_dir = resolve_model_dir(model_path)
+    published = variant_tokenizer(model_dir)  # NT-v1 / DNABERT: their own vocabulary
+    if published is not None:
+        return published  # type: ignore[return-value]
     tok_dir = model_dir if (model_dir / "tokenizer.json").exists() else model_dir.parent / "tokenizer"
     return KmerTokenizer.load(tok_dir)
 
@@ -411,7 +427,7 @@ def score_variants(
     check_against_reference(variants_path, reference_path, variants, seqs, lengths)
 
     tok = _load_kmer_tokenizer(model_path)
-    model, _ = load_masked_lm(model_path)
+    model, _ = load_masked_lm(model_path, modality="dna")
     if model.config.vocab_size < len(tok):
         raise BiofmError(
             f"{model_path}: model vocabulary ({model.config.vocab_size}) is smaller than the tokenizer's ({len(tok)})"
@@ -419,8 +435,9 @@ def score_variants(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev)
     max_pos = int(getattr(model.config, "max_position_embeddings", tok.model_max_length))
-    context_tokens = max(1, max_pos - 2)  # room for <cls> (and one spare, as ESM offsets positions)
-    window = window_bp if window_bp is not None else default_window_bp(max_pos, tok.k)
+    # room for <cls> (and one spare); ESM numbers positions from pad_token_id + 1, so NT-v1 holds 1,000 tokens
+    context_tokens = max(1, min(max_pos - 2, context_length(model.config) - 1))
+    window = window_bp if window_bp is not None else default_window_bp(max_pos, getattr(tok, "bases_per_token", tok.k))
 
     out_header = [c for c in header if c.lower() not in OUTPUT_COLUMNS] + list(OUTPUT_COLUMNS)
     rows: list[dict] = []

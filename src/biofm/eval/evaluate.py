@@ -36,6 +36,7 @@ from biofm.config import Schema
 from biofm.errors import BiofmError
 from biofm.eval.control import PREFIX as CONTROL_PREFIX
 from biofm.eval.control import gain_sentence, make_control_model, pretraining_gain
+from biofm.eval.explain import ExplainConfig, collecting, model_attributions
 from biofm.eval.finetune import FinetuneConfig
 from biofm.eval.folds import is_fixed, make_folds, n_seeds, protocol, split_sizes, unit, validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics, summarise
@@ -61,7 +62,12 @@ class ProbeConfig(Schema):
 
 
 class EvaluateBase(Schema):
-    model: str | None = Field(None, description="model folder (RUN/model) or run folder")
+    model: str | None = Field(None, description="model folder (RUN/model), run folder, published checkpoint folder "
+                              "or cached Hugging Face id (org/name)")
+    modality: str | None = Field(None, description="read the model as this modality (default: inferred from its "
+                                 "folder: biofm's config key, else the published layout)")
+    allow_pickle: bool = Field(False, description="read a published model's pickled files (Geneformer's gene "
+                               "dictionaries); unpickling can run code, so only for files you trust")
     tasks: list[str] = Field(default_factory=list, description="task YAML files, tables, FILE.h5ad:LABEL_COLUMN, "
                              "dataset:NAME:LABEL_COLUMN, or shipped names: splice, promoter, pubmedqa, pbmc-celltypes")
     out: str = "eval"
@@ -74,6 +80,8 @@ class EvaluateBase(Schema):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     control: bool = Field(True, description="also run the model's methods on its random-weights twin (same "
                           "architecture and tokenizer, fresh weights from `seed`): the pretraining gain")
+    explain: ExplainConfig = Field(default_factory=ExplainConfig, description="what the baselines' features and "
+                                   "the fine-tuned model's positions contribute (biofm.eval.explain)")
     cache_dir: str | None = None
 
 
@@ -199,7 +207,11 @@ def _model_side(task: Task, folds: list[Fold], cfg: EvaluateConfig, hooks: Any, 
     methods = _probe_methods(task, folds, emb, cfg)
     for name, kind, run in _model_methods(task, folds, emb, cfg, hooks, model_dir, model, tok):
         t0 = time.perf_counter()
-        methods.append(_scored(name, kind, task, run(), time.perf_counter() - t0))
+        with collecting(None if control else cfg.explain) as found:  # the control's are not explained
+            preds = run()
+        extra = found.result(task) if found else {}
+        methods.append(_scored(name, kind, task, preds, time.perf_counter() - t0 - extra.get("explain_seconds", 0),
+                               extra))
         console.print(f"[{task.name}] {who} {name} in {methods[-1]['seconds']:.1f}s")
     if control:
         for m in methods:
@@ -208,11 +220,32 @@ def _model_side(task: Task, folds: list[Fold], cfg: EvaluateConfig, hooks: Any, 
     return methods, emb
 
 
+class _PublishedHooks:
+    """A modality's evaluation hooks whose embeddings come from its `published_embeddings` verb: a published
+    checkpoint (e.g. Geneformer) is embedded with its own tokenisation, not biofm's."""
+
+    def __init__(self, hooks: Any, embeddings: Callable[..., dict[str, np.ndarray]]) -> None:
+        self._hooks, self.embeddings = hooks, embeddings
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hooks, name)
+
+
+def _hooks(modality: str, model: Any) -> Any:
+    """The modality's evaluation hooks; for a published checkpoint, with the modality's own embedding of it."""
+    from biofm.models.load import is_biofm_checkpoint
+
+    m = get_modality(modality)
+    if model is not None and "published_embeddings" in m.verbs and not is_biofm_checkpoint(model.config):
+        return _PublishedHooks(m.hooks(), m.verb("published_embeddings"))
+    return m.hooks()
+
+
 def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model=None, tok=None,
                   modality: str = "dna", control: tuple[Path, Any, Any] | None = None) -> dict[str, Any]:
     """Every method on the same folds (or seeds of a fixed split); `control` = (folder, model, tokenizer) of
     the random-weights twin."""
-    hooks = get_modality(modality).hooks()
+    hooks = _hooks(modality, model)
     folds = make_folds(task, cfg.folds, cfg.seed, seeds=cfg.seeds)
     words = protocol(task, cfg.seeds)
     console.print(f"[{task.name}] {words}")
@@ -221,15 +254,20 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
         console.print(f"[{task.name}] {duplicates_sentence({'test_duplicates': duplicates})}")
     methods: list[dict] = []
     emb: dict[str, np.ndarray] | None = None
+    attributions = None
     if model is not None:
         assert model_dir is not None
         methods, emb = _model_side(task, folds, cfg, hooks, model_dir, model, tok)
+        attributions = model_attributions(task, folds, emb, cfg, hooks, model_dir, model, tok, methods)
         if control is not None:
             methods += _model_side(task, folds, cfg, hooks, *control, control=True)[0]
     for name, method in hooks.baselines(cfg):
         t0 = time.perf_counter()
-        preds = _per_seed(task, folds, cfg.seed, lambda f, s, method=method: method(task, f, s))
-        methods.append(_scored(f"baseline-{name}", "baseline", task, preds, time.perf_counter() - t0))
+        with collecting(cfg.explain) as found:
+            preds = _per_seed(task, folds, cfg.seed, lambda f, s, method=method: method(task, f, s))
+        extra = found.result(task) if found else {}
+        methods.append(_scored(f"baseline-{name}", "baseline", task, preds,
+                               time.perf_counter() - t0 - extra.get("explain_seconds", 0), extra))
         console.print(f"[{task.name}] baseline-{name} in {methods[-1]['seconds']:.1f}s")
     for m in methods:
         for w in m["warnings"]:
@@ -245,7 +283,7 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
             "test_duplicates": duplicates, "headline_metric": metric, "methods": methods,
             "verdict": None if verdict is None else {**vars(verdict), "sentence": verdict.sentence()},
             "pretraining_gain": gain, "control_sentence": gain_sentence(task.name, gain) if gain is not None else None,
-            "tables": hooks.tables(task, cfg, emb)}
+            "tables": hooks.tables(task, cfg, emb), "attributions": attributions}
 
 
 def load_any_task(spec: str, model_modality: str | None = None) -> tuple[str, Task]:
@@ -276,17 +314,18 @@ def run_evaluation(cfg: EvaluateConfig) -> Path:
     model = tok = model_dir = None
     model_modality = None
     if cfg.model:
-        from biofm.models.load import load_for_embedding, resolve_model_dir
+        from biofm.models.load import load_for_embedding, load_pretrained, resolve_model_dir
         from biofm.models.load import model_modality as model_modality_of
 
-        model_dir = resolve_model_dir(cfg.model)
-        model, tok = load_for_embedding(model_dir)
-        model_modality = model_modality_of(model_dir)
+        model_dir = resolve_model_dir(cfg.model)  # a cached Hub id becomes its snapshot folder
+        model_modality = model_modality_of(model_dir, cfg.modality)
+        model, tok = load_for_embedding(model_dir, modality=model_modality, allow_pickle=cfg.allow_pickle)
     tasks = [load_any_task(t, model_modality) for t in cfg.tasks]
     control = None
     if model_dir is not None and cfg.control:
         control_dir = make_control_model(model_dir, Path(cfg.out) / "control-model", cfg.seed)
-        control = (control_dir, *load_for_embedding(control_dir))
+        # the twin shares the model's tokenizer object: a published one may live outside the model folder
+        control = (control_dir, load_pretrained(control_dir).eval(), tok)
     results = []
     for modality, task in tasks:
         if model_modality is not None and modality != model_modality:

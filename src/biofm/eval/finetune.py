@@ -33,6 +33,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedTokenizer
 
 from biofm.config import Schema
 from biofm.eval.batching import pad_batches
+from biofm.eval.explain import attribute_finetuned
 from biofm.eval.folds import validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics
 from biofm.eval.types import Fold, FoldPrediction, Task
@@ -172,6 +173,8 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
         if best_state is not None:
             model.load_state_dict(best_state, strict=False)
         out.append(_predict(model, ids, test_idx, task, pad, cfg.batch_size, k))
+        if k == len(folds) - 1:  # per-position attributions of the last fold's model, when the evaluation asks
+            attribute_finetuned(task, model, tokenizer, out[-1], max_tokens, f"finetune-{method}", k)
     return out
 
 

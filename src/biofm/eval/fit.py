@@ -5,6 +5,7 @@ and the kNN / logistic-regression readouts of frozen embeddings."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -16,6 +17,24 @@ TaskType = Literal["classification", "regression"]
 # (train rows, test rows) -> (train features, test features) for features fitted per fold (PCA, LSI)
 Features = Any
 Maker = Callable[[TaskType, int, int], Any]  # (task type, fold, n training rows) -> an unfitted estimator
+
+
+@dataclass
+class Fitted:
+    """One fold's fitted estimator with the test rows it predicted, for a per-fold callback (`on_fit`):
+    what an explanation (biofm.eval.explain) needs without a second fit-predict loop."""
+
+    fold: int
+    model: Any  # the fitted estimator
+    x_test: Any  # the test rows' features, exactly as the estimator saw them
+    test_idx: np.ndarray
+    y_test: np.ndarray  # the test rows' labels (task class codes, or values)
+    # classification: the task's class code of each of the estimator's outputs 0..m-1 (the classes present
+    # in the training rows); regression: empty
+    present: np.ndarray
+
+
+OnFit = Callable[[Fitted], None]
 
 
 def check_folds(task: Task, folds: list[Fold]) -> None:
@@ -38,9 +57,11 @@ def _rows(features: Features, train: np.ndarray, test: np.ndarray) -> tuple[Any,
     return features[train], features[test]
 
 
-def fit_predict(task: Task, folds: list[Fold], features: Features, make: Maker) -> list[FoldPrediction]:
+def fit_predict(task: Task, folds: list[Fold], features: Features, make: Maker,
+                on_fit: OnFit | None = None) -> list[FoldPrediction]:
     """For each fold: features of its rows, `make(type, fold, n_train)` fitted on the train rows, the test
-    rows predicted.
+    rows predicted; `on_fit`, when given, then sees the fitted estimator and its test rows (not called for a
+    training fold with a single class, where nothing is fitted).
 
     Classes missing from a training fold are handled here once for every model: the model sees labels
     re-coded to 0..m-1 and its probabilities are scattered back into all of the task's classes (absent
@@ -63,6 +84,8 @@ def fit_predict(task: Task, folds: list[Fold], features: Features, make: Maker) 
                 model = make("regression", i, len(train))
                 model.fit(x_tr, y[train].astype(np.float64))
                 out.append(FoldPrediction(i, test, np.asarray(model.predict(x_te), dtype=np.float64)))
+                if on_fit is not None:
+                    on_fit(Fitted(i, model, x_te, test, y[test], np.zeros(0, dtype=np.int64)))
                 continue
             present, y_tr = np.unique(y[train], return_inverse=True)
             proba = np.zeros((len(test), max(task.n_classes, int(y.max()) + 1)), dtype=np.float64)
@@ -72,6 +95,8 @@ def fit_predict(task: Task, folds: list[Fold], features: Features, make: Maker) 
                 model = make("classification", i, len(train))
                 model.fit(x_tr, y_tr)
                 proba[:, present] = model.predict_proba(x_te)
+                if on_fit is not None:
+                    on_fit(Fitted(i, model, x_te, test, y[test], present))
             out.append(FoldPrediction(i, test, proba.argmax(1).astype(np.int64), proba))
     return out
 

@@ -93,8 +93,39 @@ def _fmt(s: dict[str, float]) -> str:
     return f"{s['mean']:.3f} ± {s['std']:.3f}"
 
 
-def verdict_table_html(results: dict[str, Any]) -> str:
-    """Per task: every method's headline metric (mean ± s.d.) and the verdict in words."""
+def explanations_html(m: dict[str, Any]) -> str:
+    """A method's top features per class: one row per class, each feature with its number (mean |SHAP| and
+    the sign of the mean SHAP, or the coefficient)."""
+    shap = m.get("explanations_kind") == "shap"
+    rows = []
+    for cls, feats in m["explanations"].items():
+        if shap:
+            cells = [f"{f['feature']} {f['mean_abs_shap']:.3g} ({'+' if f['mean_shap'] >= 0 else '−'})" for f in feats]
+        else:
+            cells = [f"{f['feature']} {f['coefficient']:+.3g}" for f in feats]
+        rows.append(f"<tr><td>{html.escape(cls)}</td><td>{html.escape(', '.join(cells) or '–')}</td></tr>")
+    what = "mean |SHAP| (sign of the mean SHAP)" if shap else "coefficient (not SHAP)"
+    return (f"<h4>Top features of {html.escape(m['name'])}: {what}</h4>"
+            f"<p>{html.escape(m.get('explanations_note', ''))}</p>"
+            f"<table><tr><th>class</th><th>features</th></tr>{''.join(rows)}</table>")
+
+
+def attributions_html(t: dict[str, Any], folder: Path | None) -> str:
+    """The fine-tuned model's per-position attributions: how they were made, and the logo-style PNG when it
+    is in `folder`."""
+    a = t["attributions"]
+    img = ""
+    if folder is not None and a.get("png") and (folder / a["png"]).exists():
+        data = base64.b64encode((folder / a["png"]).read_bytes()).decode()
+        img = f'<img alt="attributions of {html.escape(t["task"])}" src="data:image/png;base64,{data}">'
+    return (f"<h4>Per-position attributions of {html.escape(a['method'])} (fold {a['fold']})</h4>"
+            f"<p>{html.escape(a['how'])}; {len(a['examples'])} test rows, the surest of each class. Letters above "
+            f"the line speak for the row's class, below against it.</p>{img}")
+
+
+def verdict_table_html(results: dict[str, Any], folder: Path | None = None) -> str:
+    """Per task: every method's headline metric (mean ± s.d.) and the verdict in words, the baselines' top
+    features and the fine-tuned model's attributions (the PNG embedded when it is in `folder`)."""
     parts = [f"<p><b>Overall: the model {html.escape(results['overall'])} tasks</b> "
              "(paired over the shared folds, or the shared seeds of a fixed split: beats = the 95% interval of "
              "the per-fold difference lies above 0; NT's ±2 s.d. rule is given beside it where it disagrees).</p>"]
@@ -128,6 +159,9 @@ def verdict_table_html(results: dict[str, Any]) -> str:
                          + rows_html(t["pretraining_gain"]))
         for table in t.get("tables") or []:
             parts.append(f"<h4>{html.escape(table['title'])}</h4>{rows_html(table['rows'])}")
+        parts += [explanations_html(m) for m in t["methods"] if m.get("explanations")]
+        if t.get("attributions"):
+            parts.append(attributions_html(t, folder))
     return "".join(parts)
 
 
@@ -153,7 +187,14 @@ def _nan0(x: float) -> float:
 
 
 def write_outputs(out: Path, results: dict[str, Any]) -> Path:
+    from biofm.eval.explain import draw_attributions, png_name
+
     out.mkdir(parents=True, exist_ok=True)
+    for t in results["tasks"]:
+        if t.get("attributions") and t["attributions"]["examples"]:
+            t["attributions"]["png"] = png_name(t["task"])
+            draw_attributions(t["attributions"], t["task"], out / t["attributions"]["png"],
+                              results.get("config", {}).get("explain", {}).get("window", 120))
     results["methods"] = [{"task": t["task"], **m} for t in results["tasks"] for m in t["methods"]]
     write_json(out / "results.json", results)
     write_text(out / "results.csv", _csv(results))
@@ -164,6 +205,6 @@ def write_outputs(out: Path, results: dict[str, Any]) -> Path:
         img = f'<h2>Per-layer probing</h2><img alt="per-layer probing" src="data:image/png;base64,{data}">'
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>biofm evaluation</title><style>{CSS}</style>"
             f"</head><body><h1>biofm evaluation</h1><p>model: {html.escape(str(results.get('model')))}</p>"
-            f"{verdict_table_html(results)}{img}</body></html>\n")
+            f"{verdict_table_html(results, out)}{img}</body></html>\n")
     write_text(out / "report.html", page)
     return out

@@ -39,7 +39,10 @@ def _check_context(task: Task, tok, max_tokens: int, long_mode: str) -> None:
 
 
 def _max_tokens(model) -> int:
-    return int(getattr(model.config, "max_position_embeddings", 512))
+    """Tokens per input, specials included (ESM / RoBERTa reserve pad_token_id + 1 positions: NT-v1 holds 1,000)."""
+    from biofm.models.published import context_length
+
+    return context_length(model.config)
 
 
 def embeddings(task: Task, cfg: EvaluateConfig, model_dir: Path, model, tok) -> dict[str, np.ndarray]:

@@ -8,6 +8,13 @@ transformers is asked to load anything; what transformers or safetensors still r
 into the same kind of message. Weights load strictly: a biofm checkpoint whose tensors do not match
 its config (missing, unexpected or mis-shaped tensors) is refused instead of being silently
 re-initialised.
+
+Published checkpoints (Nucleotide Transformer v1, DNABERT, Geneformer, BERT/RoBERTa, GPT-2) load
+through the same checks, as their authors publish them (`biofm.models.published`): a Hub id resolves
+from the local Hugging Face cache, a config that needs the repository's code is refused, the modality
+is inferred (or given), and the tokenizer is the published one, built by the modality that claims the
+layout. Their weights may lack tensors biofm does not use (a pretraining head they never published is
+fresh), but never the encoder's, and never the masked-LM head where predictions are asked for.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ from transformers import (
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
-    PreTrainedTokenizerBase,
 )
 
 from biofm.errors import BiofmError
@@ -141,12 +147,25 @@ def _check_config(path: Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise BiofmError(f"{cfg_path}: a JSON {type(cfg).__name__}, not an object of model settings; {HINT}")
     model_type = cfg.get("model_type")
-    if not model_type:
-        raise BiofmError(f"{cfg_path}: no 'model_type' key, so the architecture is unknown; {HINT}")
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
     from biofm.models.presets import ARCHS
+    from biofm.models.published import remote_code_refusal
 
+    refusal = remote_code_refusal(cfg, isinstance(model_type, str) and model_type in CONFIG_MAPPING_NAMES)
+    if refusal:
+        raise BiofmError(f"{cfg_path}: {refusal}")
+    if not model_type:
+        archs = cfg.get("architectures") or []
+        known = {name.lower() for name in CONFIG_MAPPING_NAMES}
+        # BertForMaskedLM -> bert, GPT2LMHeadModel -> gpt2
+        stems = [a.lower().split("for")[0].removesuffix("model").removesuffix("lmhead") for a in archs
+                 if isinstance(a, str)]
+        guess = next((t for t in stems if t in known), None)
+        if guess:  # e.g. DNABERT's configs, written by an old transformers, name BertForMaskedLM but no model_type
+            raise BiofmError(f"{cfg_path}: no 'model_type' key; its architectures ({', '.join(archs)}) say "
+                             f"\"model_type\": \"{guess}\": add that line to config.json")
+        raise BiofmError(f"{cfg_path}: no 'model_type' key, so the architecture is unknown; {HINT}")
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
         raise BiofmError(f"{cfg_path}: unknown model_type {model_type!r} (biofm models are one of "
                          f"{', '.join(ARCHS)}); {HINT}")
@@ -193,14 +212,19 @@ def _weights_name(path: Path) -> Path:
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """Accept RUN/model, or a run folder (uses RUN/model); the folder's config.json and weights are checked.
+    """Accept RUN/model, a run folder (uses RUN/model), any model folder, or a Hugging Face Hub id
+    (`org/name`) cached locally; the folder's config.json and weights are checked.
 
     The checks are cheap (config keys; the safetensors header against the file size): a missing,
     truncated or corrupt file is reported by name here, before transformers sees it.
     """
     path = Path(path)
     if not path.exists():
-        raise BiofmError(f"{path}: model folder not found")
+        from biofm.models.published import is_hub_id, resolve_hub_id
+
+        if not is_hub_id(str(path)):
+            raise BiofmError(f"{path}: model folder not found")
+        path = resolve_hub_id(str(path))  # a folder that does not exist may name a cached Hub model
     if not path.is_dir():
         raise BiofmError(f"{path}: a file, not a model folder; give the folder holding config.json and "
                          f"{WEIGHTS_FILE} (RUN/model) or a run folder")
@@ -251,8 +275,13 @@ def _tied_keys(model: PreTrainedModel) -> set[str]:
     return out
 
 
-def _from_pretrained(auto: Any, path: Path, config: PretrainedConfig, kind: str, **kwargs: Any) -> PreTrainedModel:
-    """`auto.from_pretrained` of a checked folder, strictly: BiofmError naming the file on any fault."""
+def _from_pretrained(auto: Any, path: Path, config: PretrainedConfig, kind: str, need_head: bool = False,
+                     **kwargs: Any) -> PreTrainedModel:
+    """`auto.from_pretrained` of a checked folder, strictly: BiofmError naming the file on any fault.
+
+    A published checkpoint may lack tensors outside the encoder (a head it never published is fresh), but
+    a missing encoder tensor would silently leave that part random, so it is refused; with `need_head`
+    (predictions are asked for) a missing head is refused too."""
     cfg_path = path / CONFIG_FILE
     if type(config) not in auto._model_mapping:
         raise BiofmError(f"{cfg_path}: model_type {config.model_type!r} has no {kind} form in transformers; "
@@ -277,13 +306,20 @@ def _from_pretrained(auto: Any, path: Path, config: PretrainedConfig, kind: str,
         shown = [f"{k} {tuple(a)} vs {tuple(b)}" if isinstance(k, str) else str(k)
                  for k, a, b in (m if isinstance(m, tuple) and len(m) == 3 else (m, (), ()) for m in mismatched)]
         problems.append(f"tensor shapes differ (checkpoint vs config): {_names(shown)}")
+    missing = set(info.get("missing_keys") or ()) - _tied_keys(model)
     if is_biofm_checkpoint(config):
-        missing = set(info.get("missing_keys") or ()) - _tied_keys(model)
         unexpected = set(info.get("unexpected_keys") or ())
         if missing:
             problems.append(f"missing tensors {_names(missing)}")
         if unexpected:
             problems.append(f"unexpected tensors {_names(unexpected)}")
+    else:
+        prefix = f"{getattr(model, 'base_model_prefix', '')}."
+        body = {k for k in missing if k.startswith(prefix)}
+        if body:
+            problems.append(f"missing encoder tensors {_names(body)} (they would be random)")
+        elif need_head and missing:
+            problems.append(f"missing {kind} head tensors {_names(missing)} (its predictions would be random)")
     if info.get("error_msgs"):
         problems.append(_one_line(Exception(info["error_msgs"][0])))
     if problems:
@@ -292,44 +328,73 @@ def _from_pretrained(auto: Any, path: Path, config: PretrainedConfig, kind: str,
     return model
 
 
-def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: Path, modality: str | None = None, allow_pickle: bool = False) -> Any:
+    """The model's tokenizer: the one its modality builds for a published layout it claims (verb
+    `published_tokenizer`: NT-v1's k-mer EsmTokenizer, DNABERT's overlapping k-mers, Geneformer's gene
+    dictionaries, which are pickles read only with `allow_pickle`), else biofm's tokenizer.json (beside the
+    model or in ../tokenizer), else the published text tokenizer files (vocab.txt, vocab.json + merges.txt)
+    read by AutoTokenizer without remote code."""
+    cfg = _check_config(path)
+    from biofm.modality import get as get_modality
+    from biofm.models.published import TEXT_TOKENIZER_FILES, infer_modality
+
+    m = get_modality(infer_modality(path, cfg, modality))
+    if "published_tokenizer" in m.verbs:
+        tok = m.verb("published_tokenizer")(path, cfg, allow_pickle=allow_pickle)
+        if tok is not None:
+            return tok
     tok_dir = path if (path / "tokenizer.json").exists() else path.parent / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
-        raise BiofmError(f"{path}: no tokenizer files beside the model (tokenizer.json here or in ../tokenizer)")
+        tok_dir = path
+        if not any((path / f).is_file() for f in TEXT_TOKENIZER_FILES):
+            raise BiofmError(f"{path}: no tokenizer files beside the model (tokenizer.json here or in ../tokenizer, "
+                             f"or a published vocab.txt / vocab.json + merges.txt)")
     try:
         with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
+            tok = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
     except Exception as exc:  # the tokenizers library raises bare Exceptions for a corrupt tokenizer.json
-        raise BiofmError(f"{tok_dir / 'tokenizer.json'}: cannot be loaded ({_one_line(exc)}); {HINT}") from exc
+        name = "tokenizer.json" if (tok_dir / "tokenizer.json").exists() else "tokenizer files"
+        raise BiofmError(f"{tok_dir / name}: cannot be loaded ({_one_line(exc)}); {HINT}") from exc
+    if tok.pad_token is None and tok.eos_token is not None:
+        # GPT-2 publishes no padding token: batches pad with <|endoftext|> under the attention mask (which
+        # must then come from the lengths: <|endoftext|> also starts every causal input)
+        tok.pad_token = tok.eos_token
+    return tok
 
 
-def model_modality(path: str | Path) -> str:
-    """The modality a saved model was pretrained on (config.json's biofm_modality; dna for models that
-    predate it or that another tool wrote), read without loading the model."""
+def model_modality(path: str | Path, modality: str | None = None) -> str:
+    """The modality a model is read as, without loading it: `modality` when given (`--modality`; it may not
+    contradict a biofm checkpoint's own), else config.json's biofm_modality, else the modality that
+    recognises a published layout (NT-v1 / DNABERT: dna, Geneformer: cells), else text for a model with a
+    text tokenizer, else dna (biofm models that predate biofm_modality)."""
+    from biofm.models.published import infer_modality
+
     folder = resolve_model_dir(path)
-    return str(_check_config(folder).get("biofm_modality") or "dna")
+    return infer_modality(folder, _check_config(folder), modality)
 
 
-def load_masked_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_masked_lm(path: str | Path, modality: str | None = None, allow_pickle: bool = False
+                   ) -> tuple[PreTrainedModel, Any]:
+    """A masked LM with its masked-LM head (fill-mask, variant scores) and its tokenizer, in eval mode."""
     path = resolve_model_dir(path)
     config = load_config(path)
     from biofm.models.presets import CAUSAL_ARCHS
 
     if config.model_type in CAUSAL_ARCHS:
         raise BiofmError(f"{path}: a causal ({config.model_type}) model has no masked-LM head; use `biofm generate`")
-    model = _from_pretrained(AutoModelForMaskedLM, path, config, "masked-LM")
+    model = _from_pretrained(AutoModelForMaskedLM, path, config, "masked-LM", need_head=True)
     model.eval()
-    return model, load_tokenizer(path)
+    return model, load_tokenizer(path, modality, allow_pickle)
 
 
-def load_for_embedding(path: str | Path, attn_implementation: str = "sdpa"
-                       ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_for_embedding(path: str | Path, attn_implementation: str = "sdpa", modality: str | None = None,
+                       allow_pickle: bool = False) -> tuple[PreTrainedModel, Any]:
     """A masked or causal LM with its tokenizer, in eval mode (embeddings, probes, fine-tuning).
     `attn_implementation="eager"` when attention weights are wanted (`biofm analyze`): SDPA computes none."""
     path = resolve_model_dir(path)
     model = load_pretrained(path, attn_implementation)
     model.eval()
-    return model, load_tokenizer(path)
+    return model, load_tokenizer(path, modality, allow_pickle)
 
 
 def load_pretrained(path: str | Path, attn_implementation: str = "sdpa") -> PreTrainedModel:

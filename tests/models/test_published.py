@@ -225,12 +225,9 @@ def test_context_length_counts_the_positions_esm_and_roberta_reserve(models):
 # ---------------------------------------------------------------------------------------- uses
 
 
-# GPT-2 publishes no padding token, so biofm pads with <|endoftext|>, which is also the start token of every input;
-# eval/batching.pad_batches builds the attention mask as `ids != pad` and so masks that start token out
-GPT2_PAD = pytest.mark.xfail(strict=True, reason="pad_batches masks by pad id; needs a mask from the lengths")
-
-
-@pytest.mark.parametrize("name", ["nt", "dnabert", "bert", "roberta", pytest.param("gpt2", marks=GPT2_PAD)])
+# GPT-2 publishes no padding token, so biofm pads with <|endoftext|>, which is also the start token of every
+# input: the attention mask must come from the lengths (eval/batching.pad_batches), not from `ids != pad`
+@pytest.mark.parametrize("name", ["nt", "dnabert", "bert", "roberta", "gpt2"])
 def test_embeddings_are_the_published_weights_forward_pass(models, name):
     """biofm.embed equals the published model's own forward pass on the published tokens (so the weights
     were loaded, not re-initialised), for every layout."""

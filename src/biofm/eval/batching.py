@@ -11,11 +11,16 @@ import torch
 def pad_batches(
     ids: list[list[int]], idx: np.ndarray, pad: int, size: int
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Yield (indices, input_ids [B, L], attention_mask [B, L]) for `idx` in chunks of `size`."""
+    """Yield (indices, input_ids [B, L], attention_mask [B, L]) for `idx` in chunks of `size`, right-padded.
+
+    The mask comes from each row's length, not from `ids != pad`: a model whose padding id is also a real
+    token (GPT-2 pads with <|endoftext|>, which also starts every input) must still see that token."""
     for s in range(0, len(idx), size):
         part = idx[s:s + size]
         width = max(len(ids[i]) for i in part)
         x = torch.full((len(part), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(part), width), dtype=torch.long)
         for r, i in enumerate(part):
             x[r, : len(ids[i])] = torch.tensor(ids[i])
-        yield part, x, (x != pad).long()
+            mask[r, : len(ids[i])] = 1
+        yield part, x, mask

@@ -23,6 +23,8 @@ from biofm.io.atomic import atomic_path
 
 PREFIX = "control-"
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+# other frameworks' copies of the pretrained weights (a Hub snapshot may hold several GB of them): never copied
+_OTHER_WEIGHTS = (".bin", ".h5", ".msgpack", ".ckpt", ".pt", ".pth", ".onnx", ".gguf", ".tflite", ".ot")
 
 
 def make_control_model(model_dir: Path, dest: Path, seed: int) -> Path:
@@ -36,7 +38,8 @@ def make_control_model(model_dir: Path, dest: Path, seed: int) -> Path:
     fresh = build_model(config, seed=seed)
     with atomic_path(dest, is_dir=True) as tmp:
         for f in sorted(model_dir.iterdir()):
-            if f.is_file() and f.name not in _WEIGHT_FILES and not f.name.startswith("model-"):
+            if (f.is_file() and f.name not in _WEIGHT_FILES and not f.name.startswith("model-")
+                    and not f.name.endswith(_OTHER_WEIGHTS) and not f.name.endswith(".index.json")):
                 shutil.copy2(f, tmp / f.name)
         fresh.save_pretrained(tmp)
     return dest

@@ -327,7 +327,7 @@ def _spans(tokenizer: Any, text: str, max_tokens: int) -> tuple[list[int], list[
     try:
         enc = tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
         return list(enc["input_ids"]), [(int(a), int(b)) for a, b in enc["offset_mapping"]]
-    except (NotImplementedError, TypeError, ValueError):
+    except (NotImplementedError, TypeError, ValueError, KeyError):  # slow tokenizers (EsmTokenizer): no offsets
         ids = list(tokenizer(text, truncation=True, max_length=max_tokens)["input_ids"])
         special = set(tokenizer.all_special_ids)
         spans, pos = [], 0

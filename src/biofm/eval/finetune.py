@@ -121,7 +121,8 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
     n_labels = task.n_classes if task.type == "classification" else 1
     torch.manual_seed(seed)  # the new classification head's initialisation: the same every run
     base = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=n_labels, use_safetensors=True,
+        # pad_token_id: a causal classifier finds each row's last real token by it (GPT-2 publishes none)
+        model_dir, num_labels=n_labels, use_safetensors=True, pad_token_id=tokenizer.pad_token_id,
         problem_type="single_label_classification" if task.type == "classification" else "regression")
     labels = torch.as_tensor(task.labels, dtype=torch.long if task.type == "classification" else torch.float32)
     lr = cfg.lr_ia3 if method == "ia3" else cfg.lr_lora

@@ -147,7 +147,7 @@ def embed(
         n, dim, coverage = embed_h5ad(model, input, out, layer=layer, layer_name=h5ad_layer, gene_column=gene_column,
                                       batch_size=batch_size, **({"allow_pickle": True} if allow_pickle else {}))
         console.print(f"wrote {out}: {n} cells × {dim} dims in obsm['X_biofm'] (mean) and obsm['X_biofm_cls']; "
-                      f"{coverage:.1%} of the file's genes are in the model's vocabulary")
+                      f"{coverage:.1%} of the file's features (genes, peaks) are in the model's vocabulary")
         return
     from biofm.use.embed import embed as run_embed
 

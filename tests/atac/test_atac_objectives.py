@@ -71,8 +71,10 @@ def test_masked_peak_loss_equals_a_hand_computed_value():
     X = sp.csr_matrix(np.array([[1, 1, 0, 1, 0, 1], [0, 1, 1, 0, 0, 0]], dtype=np.float32))
     batch = obj.collate({"full": X, "kept": X, "cells": np.arange(2)}, np.array([0, 1]), honest=True, seed=0)
     t = batch.tensors
-    peaks, y = t["target_peaks"].numpy(), t["target_labels"].numpy()
-    assert len(peaks) > 0
+    groups = [g for g in obj.groups(t, "m") if "target_peaks" in g]
+    peaks = np.concatenate([g["target_peaks"].numpy() for g in groups])
+    y = np.concatenate([g["target_labels"].numpy() for g in groups])
+    assert len(peaks) == batch.counts["masked_peak"] > 0
     # the head starts at zero: every query's logit is its peak's offset, set to the baseline logit
     logit = np.array([-1.0, 0.5, 2.0, -0.3, 0.0, 1.0])[peaks]
     by_hand = np.where(y == 1, np.log1p(np.exp(-logit)), np.log1p(np.exp(logit)))  # -log p(y)
@@ -92,7 +94,8 @@ def test_contrastive_main_is_scored_against_chance():
     X = sp.csr_matrix((np.random.default_rng(0).random((5, 6)) < 0.6).astype(np.float32) + sp.eye(5, 6))
     X.data[:] = 1
     batch = obj.collate({"full": X, "kept": X, "cells": np.arange(5)}, np.arange(5), honest=True, seed=0)
-    assert batch.counts == {"contrastive": 10} and batch.tensors["view_ids"].shape[0] == 10
+    assert batch.counts == {"contrastive": 10}
+    assert sum(len(g["rows"]) for g in obj.groups(batch.tensors, "v")) == 10
     with torch.no_grad():
         out = obj(**batch.tensors, per_token=True)
     np.testing.assert_allclose(out["baseline/chance"].numpy(), math.log(9))
@@ -153,3 +156,26 @@ def test_extra_weights_load_strictly(tmp_path):
     no_contrastive = _patch_objective({"masked_patch": 1.0})
     with pytest.raises(BiofmError, match=f"{HEADS_FILE}: heads do not match the objective \\(projection"):
         no_contrastive.load_weights(tmp_path)
+
+
+def test_length_groups_change_the_cost_not_the_loss():
+    n_peaks = 40
+    stats = {"per_peak_logit": np.linspace(-2, 1, n_peaks), "global_logit": -0.5}
+    obj = PeakTokenObjective(_bert(positions=64), positions=np.arange(1, n_peaks + 1), n_peaks=n_peaks, offset=5,
+                             r_pos=0.4, r_neg=0.1, weights={"masked_peak": 1.0, "contrastive": 0.5}, stats=stats,
+                             **COMMON).eval()
+    with torch.no_grad():
+        obj.head[-1].weight.normal_()  # a head that uses the context
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random((12, n_peaks)) < rng.uniform(0.05, 0.9, (12, 1))).astype(np.float32)
+                      + sp.eye(12, n_peaks))
+    X.data[:] = 1
+    rows = {"full": X, "kept": X, "cells": np.arange(12)}
+    out = {}
+    for overhead in (0, 10**9):  # one group per length run, or one padded batch
+        obj.group_overhead = overhead
+        batch = obj.collate(rows, np.arange(12), honest=True, seed=0)
+        out[overhead] = (len(obj.groups(batch.tensors, "m")), batch.tokens, obj(**batch.tensors))
+    assert out[0][0] > 1 and out[10**9][0] == 1 and out[0][1] == out[10**9][1]
+    for name in ("masked_peak", "contrastive"):
+        assert float(out[0][2][name]) == pytest.approx(float(out[10**9][2][name]), rel=1e-5)

@@ -194,3 +194,22 @@ def test_bench_runs_and_reports_json():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["atac_ratio"] > 0 and out["rounds"] >= 1
     assert out["biofm_tokens_per_batch"] < out["dense_tokens_per_batch"]
+
+
+def test_continued_pretraining_keeps_the_peaks_and_heads(peak_run: Path, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    h5ad = write_peaks(tmp_path / "more.h5ad", seed=1)
+    main(["pretrain", str(config(tmp_path, h5ad, "more", objectives={"masked_peak": 1.0},
+                                 model={"init_from": str(peak_run)},
+                                 train={"steps": 2, "eval_every": 2, "checkpoint_every": 2, "lr": 1e-9,
+                                        "warmup_steps": 0}))])
+    before = load_file(str(peak_run / "model" / "biofm_atac_heads.safetensors"))
+    after = load_file(str(tmp_path / "more" / "model" / "biofm_atac_heads.safetensors"))
+    assert set(after) == set(before)
+    for k in before:  # two steps at lr 1e-9: the heads are those the run ended with, not fresh ones
+        np.testing.assert_allclose(after[k].numpy(), before[k].numpy(), atol=1e-5)
+    from biofm.atac.tokenize import PeakVocab
+
+    old, new = PeakVocab.load(peak_run / "model"), PeakVocab.load(tmp_path / "more" / "model")
+    assert new.names.tolist() == old.names.tolist() and new.settings == old.settings

@@ -137,6 +137,27 @@ def _objective(n_peaks: int, positions: np.ndarray, r_pos=0.5, r_neg=0.1, **extr
                               view_dropout=0.5, pooling="mean", peak_prior=True, **extra)
 
 
+def _rows(obj: PeakTokenObjective, tensors: dict) -> dict[int, dict[str, np.ndarray]]:
+    """Each cell's row of the masked input, from the batch's length groups: ids, types, positions and its
+    targets (peak, label)."""
+    out = {}
+    for t in obj.groups(tensors, "m"):
+        ids = t["input_ids"].numpy()
+        selected = np.zeros(ids.size, dtype=bool)
+        peaks = np.zeros(ids.size, dtype=np.int64)
+        labels = np.zeros(ids.size)
+        if "target_flat" in t:
+            flat = t["target_flat"].numpy()
+            selected[flat] = True
+            peaks[flat], labels[flat] = t["target_peaks"].numpy(), t["target_labels"].numpy()
+        for r, cell in enumerate(t["rows"].tolist()):
+            sel = selected.reshape(ids.shape)[r]
+            out[cell] = {"ids": ids[r], "types": t["token_type_ids"].numpy()[r], "pos": t["position_ids"].numpy()[r],
+                         "targets": sel, "peaks": peaks.reshape(ids.shape)[r][sel],
+                         "labels": labels.reshape(ids.shape)[r][sel], "width": ids.shape[1]}
+    return out
+
+
 def test_peak_token_batch_hides_exactly_the_targets():
     v = _vocab()
     positions = v.positions()[0]
@@ -146,33 +167,38 @@ def test_peak_token_batch_hides_exactly_the_targets():
     kept = budget(X, np.arange(3), 4, seed=0)  # cell 0 has 7 peaks: 3 fall outside the budget
     obj = _objective(10, positions)
     batch = obj.collate({"full": X, "kept": kept, "cells": np.arange(3)}, np.array([5, 6, 7]), honest=True, seed=1)
-    t = batch.tensors
-    ids, types, pos = t["input_ids"].numpy(), t["token_type_ids"].numpy(), t["position_ids"].numpy()
-    lengths = (ids != 0).sum(1)
-    assert ids.shape[1] == lengths.max()  # padded to the batch's longest cell only
-    assert (ids[:, 0] == 2).all() and (pos[:, 0] == 0).all() and (types[:, 0] == 0).all()
-    flat = t["target_flat"].numpy()
-    labels = t["target_labels"].numpy()
-    targets = np.zeros(ids.shape, dtype=bool).ravel()
-    targets[flat] = True
-    targets = targets.reshape(ids.shape)
-    assert (types[targets] == QUERY).all() and (types[~targets & (ids > 4)] == ACCESSIBLE).all()
-    assert batch.counts["masked_peak"] == len(labels) == targets.sum()
-    np.testing.assert_array_equal(t["target_peaks"].numpy(), ids[targets] - 5)
-    for r in range(3):
-        peaks = ids[r][ids[r] > 4] - 5
+    rows = _rows(obj, batch.tensors)
+    assert sorted(rows) == [0, 1, 2]
+    assert batch.counts["masked_peak"] == sum(len(r["labels"]) for r in rows.values()) > 0
+    for r, row in rows.items():
+        ids, types, pos = row["ids"], row["types"], row["pos"]
+        assert ids[0] == 2 and pos[0] == 0 and types[0] == 0  # <cls>
+        real = ids > 4
+        assert (types[row["targets"]] == QUERY).all() and (types[real & ~row["targets"]] == ACCESSIBLE).all()
+        np.testing.assert_array_equal(row["peaks"], ids[row["targets"]] - 5)
+        peaks = ids[real] - 5
         assert (np.diff(peaks) > 0).all()  # genome order
-        np.testing.assert_array_equal(pos[r][ids[r] > 4], positions[peaks])
+        np.testing.assert_array_equal(pos[real], positions[peaks])
         accessible, kept_r = set(X[r].indices.tolist()), set(kept[r].indices.tolist())
-        observed = set((ids[r][types[r] == ACCESSIBLE] - 5).tolist())
+        observed = set((ids[types == ACCESSIBLE] - 5).tolist())
         assert observed <= kept_r  # context holds kept peaks only, never a hidden one
-        rows = np.flatnonzero(targets.ravel()) // ids.shape[1] == r
-        for peak, label in zip(t["target_peaks"].numpy()[rows], labels[rows], strict=True):
+        for peak, label in zip(row["peaks"], row["labels"], strict=True):
             assert label == float(peak in accessible)  # the label is the truth of the hidden peak
             assert peak in kept_r if label else peak not in accessible
             assert peak not in observed
     # a cell's queries depend on its own key, not on the batch it is in
     alone = obj.collate({"full": X[[2]], "kept": kept[[2]], "cells": np.array([2])}, np.array([7]), honest=True,
                         seed=1)
-    row = ids[2][: lengths[2]]
-    np.testing.assert_array_equal(alone.tensors["input_ids"].numpy()[0], row)
+    np.testing.assert_array_equal(_rows(obj, alone.tensors)[0]["ids"], rows[2]["ids"][rows[2]["ids"] != 0])
+
+
+def test_length_groups_pad_each_group_to_its_own_longest_cell():
+    from biofm.atac.objectives import length_groups
+
+    lengths = np.array([300, 20, 25, 310, 22, 30, 24, 28])
+    groups = length_groups(lengths, overhead=100)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(8))
+    padded = sum(len(g) * lengths[g].max() for g in groups)
+    assert [sorted(g.tolist()) for g in groups] == [[1, 2, 4, 5, 6, 7], [0, 3]]
+    assert padded == 6 * 30 + 2 * 310 < 8 * 310
+    assert len(length_groups(lengths, overhead=10**6)) == 1  # a forward pass dearer than any padding

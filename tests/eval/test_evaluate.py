@@ -143,3 +143,27 @@ def test_too_long_sequences_error_then_windows(setup, capsys):
     assert exc.value.code in (0, None)
     res = json.loads((setup / "l" / "results.json").read_text())
     assert {m["name"] for m in res["methods"]} == {"probe-logreg-mean", "probe-logreg-cls", "baseline-kmer_logreg"}
+
+
+def test_control_reinitialises_a_modality_extra_weight_file(setup, tmp_path):
+    """A modality's extra module (heads, a CNN) saved beside the model must not carry pretrained values
+    into the random-weights control; other weight formats are not copied at all."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from biofm.eval.control import make_control_model
+
+    model = tmp_path / "model"
+    shutil.copytree(setup / "model", model)
+    trained = {"cnn.0.weight": torch.full((4, 2, 3), 7.0), "cnn.0.bias": torch.full((4,), 7.0),
+               "norm.weight": torch.full((4,), 7.0)}
+    save_file(trained, str(model / "extra_heads.safetensors"))
+    (model / "pytorch_model.bin").write_bytes(b"x" * 10)
+    control = make_control_model(model, tmp_path / "control", seed=0)
+    fresh = load_file(str(control / "extra_heads.safetensors"))
+    assert set(fresh) == set(trained) and fresh["cnn.0.weight"].shape == (4, 2, 3)
+    assert fresh["cnn.0.weight"].abs().max() <= 1 / 6 ** 0.5 and fresh["cnn.0.weight"].std() > 0
+    assert torch.all(fresh["cnn.0.bias"] == 0) and torch.all(fresh["norm.weight"] == 1)
+    assert not (control / "pytorch_model.bin").exists() and (control / "tokenizer.json").exists()

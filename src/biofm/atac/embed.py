@@ -74,11 +74,13 @@ def atac_layer_embeddings(am: AtacModel, X: sp.csr_matrix, keys: np.ndarray, *,
     mean = np.zeros((n, cfg.num_hidden_layers + 1, cfg.hidden_size), dtype=np.float32)
     cls = np.zeros_like(mean)
     vocab = am.vocab
+    order = np.arange(n)
     if am.design == "peak_tokens":
         X = budget(X, keys, int(vocab.settings["max_peaks"]), int(vocab.settings.get("seed", 0)))
         positions = vocab.positions()[0]
+        order = np.argsort(np.diff(X.indptr), kind="stable")  # length-sorted batches: little padding
     for start in range(0, n, batch_size):
-        rows = np.arange(start, min(start + batch_size, n))
+        rows = order[start:start + batch_size]
         cells = [X.indices[X.indptr[r]:X.indptr[r + 1]].astype(np.int64) for r in rows]
         if am.design == "peak_tokens":
             packed = pack_rows([(c, np.full(len(c), ACCESSIBLE), np.full(len(c), -1)) for c in cells], positions,

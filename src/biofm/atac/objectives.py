@@ -75,6 +75,8 @@ HEADS_FILE = "biofm_atac_heads.safetensors"
 ATAC_FILE = "biofm_atac.json"
 EVAL_LOG = "atac_eval.jsonl"
 _STREAM_MASK, _STREAM_VIEWS = 1, 2
+# one more forward pass of a length group costs about this many padded tokens (see `length_groups`)
+GROUP_OVERHEAD_TOKENS = 1024
 
 
 def main_component(weights: dict[str, float]) -> str:
@@ -104,7 +106,8 @@ def query_logit(kept_rate: np.ndarray, acc_rate: np.ndarray, r_pos: float, r_neg
     return np.log(p * r_pos) - np.log(np.maximum(1.0 - q, 1e-12) * r_neg)
 
 
-def _logit(p: np.ndarray | float) -> np.ndarray:
+def rate_logit(p: np.ndarray | float) -> np.ndarray:
+    """logit(p), clipped away from 0 and 1: the context-free answer for a target that is a peak itself."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-9, 1 - 1e-9)
     return np.log(p) - np.log1p(-p)
 
@@ -273,11 +276,41 @@ def _is_main_process() -> bool:
         torch.distributed.get_rank() == 0
 
 
+def length_groups(lengths: np.ndarray, overhead: int = GROUP_OVERHEAD_TOKENS) -> list[np.ndarray]:
+    """The rows of a batch in groups of similar length, each to be padded only to its own longest row.
+
+    Cells hold from tens to hundreds of peaks, so one long cell would make a whole batch padded to its
+    length cost several times what its cells hold. The rows are sorted by length and cut into runs so as
+    to minimise the padded tokens plus `overhead` tokens per group (what one more forward pass costs):
+    an exact dynamic programme over the cut points, O(B^2) for B rows. Returns row indices per group."""
+    order = np.argsort(lengths, kind="stable")
+    sorted_len = np.asarray(lengths, dtype=np.float64)[order]
+    n = len(order)
+    best = np.zeros(n + 1)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):  # the best partition of the j shortest rows; its last group is rows i..j-1
+        i = np.arange(j)
+        cost = best[:j] + (j - i) * sorted_len[j - 1] + overhead
+        cut[j] = int(np.argmin(cost))
+        best[j] = cost[cut[j]]
+    groups: list[np.ndarray] = []
+    j = n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = int(cut[j])
+    return groups[::-1]
+
+
 class PeakTokenObjective(AtacObjective):
-    """Design `peak_tokens`: masked-peak accessibility (+ optional contrastive) on peak-id tokens."""
+    """Design `peak_tokens`: masked-peak accessibility (+ optional contrastive) on peak-id tokens.
+
+    A batch is split into length groups (`length_groups`), each padded only to its own longest cell and
+    run through the encoder on its own: tensors are keyed `m{g}_...` (masked input of group g) and
+    `v{g}_...` (contrastive views), so a batch costs about what its cells hold."""
 
     design = "peak_tokens"
     sparse_top: bool = True
+    group_overhead: int = GROUP_OVERHEAD_TOKENS
 
     def __init__(self, model: PreTrainedModel, *, positions: np.ndarray, n_peaks: int, offset: int,
                  r_pos: float, r_neg: float, **kw: Any):
@@ -295,10 +328,30 @@ class PeakTokenObjective(AtacObjective):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "n_peaks": self.n_peaks, "r_pos": self.r_pos, "r_neg": self.r_neg}
 
+    def _pack(self, seqs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], prefix: str,
+              tensors: dict[str, torch.Tensor]) -> int:
+        """Pack rows group by group into `tensors` (keys `{prefix}{g}_...`); returns the real tokens."""
+        tokens = 0
+        for g, rows in enumerate(length_groups(np.array([len(p) for p, _, _ in seqs]), self.group_overhead)):
+            packed = pack_rows([seqs[i] for i in rows], self.positions, self.pad_id, self.cls_id, self.offset)
+            key = f"{prefix}{g}_"
+            for name in ("input_ids", "token_type_ids", "position_ids", "attention_mask"):
+                tensors[key + name] = torch.from_numpy(packed[name])
+            tensors[key + "rows"] = torch.from_numpy(rows.astype(np.int64))  # each row's place in the batch
+            selected = packed["labels"] >= 0
+            if selected.any():
+                index = target_index(selected)
+                tensors.update({key + "target_flat": index["flat"], key + "target_query": index["query"],
+                                key + "target_slot": index["slot"],
+                                key + "target_peaks": torch.from_numpy(packed["input_ids"][selected] - self.offset),
+                                key + "target_labels": torch.from_numpy(packed["labels"][selected]
+                                                                        .astype(np.float32))})
+            tokens += int(packed["attention_mask"].sum())
+        return tokens
+
     def collate(self, rows: dict[str, Any], keys: np.ndarray, *, honest: bool, seed: int) -> Batch:
-        """rows: {"kept": CSR of kept peaks, "full": CSR of all accessible peaks, "cells": rows}. Queries are
-        drawn per cell from its own key, so they do not depend on the batch; every row is padded only to
-        the batch's longest cell."""
+        """rows: {"kept": CSR of kept peaks, "full": CSR of all accessible peaks, "cells": rows}. Queries and
+        views are drawn per cell from its own key, so they do not depend on the batch."""
         kept, full = rows["kept"], rows["full"]
         cells = [kept.indices[kept.indptr[i]:kept.indptr[i + 1]].astype(np.int64) for i in range(kept.shape[0])]
         tensors: dict[str, torch.Tensor] = {}
@@ -312,30 +365,26 @@ class PeakTokenObjective(AtacObjective):
                 q = sample_queries(cells[i], acc, self.n_peaks, self.r_pos, self.r_neg, rng)
                 seqs.append(merge_sorted([(q.observed, ACCESSIBLE, -1), (q.positives, QUERY, 1),
                                           (q.negatives, QUERY, 0)]))
-            packed = pack_rows(seqs, self.positions, self.pad_id, self.cls_id, self.offset)
-            selected = packed["labels"] >= 0
-            index = target_index(selected)
-            tensors.update({k: torch.from_numpy(packed[k]) for k in ("input_ids", "token_type_ids", "position_ids",
-                                                                     "attention_mask")})
-            tensors.update(target_flat=index["flat"], target_query=index["query"], target_slot=index["slot"],
-                           target_peaks=torch.from_numpy(packed["input_ids"][selected] - self.offset),
-                           target_labels=torch.from_numpy(packed["labels"][selected].astype(np.float32)))
-            counts["masked_peak"] = int(selected.sum())
-            tokens += int(packed["attention_mask"].sum())
+            tokens += self._pack(seqs, "m", tensors)
+            counts["masked_peak"] = int(sum(len(v) for k, v in tensors.items() if k.endswith("target_labels")))
         if "contrastive" in self.components:
             views = self._views(cells, keys, seed)
-            packed = pack_rows([(v, np.full(len(v), ACCESSIBLE), np.full(len(v), -1)) for v in views],
-                               self.positions, self.pad_id, self.cls_id, self.offset)
-            tensors.update(view_ids=torch.from_numpy(packed["input_ids"]),
-                           view_types=torch.from_numpy(packed["token_type_ids"]),
-                           view_positions=torch.from_numpy(packed["position_ids"]),
-                           view_mask=torch.from_numpy(packed["attention_mask"]))
+            tokens += self._pack([(v, np.full(len(v), ACCESSIBLE), np.full(len(v), -1)) for v in views], "v",
+                                 tensors)
             counts["contrastive"] = len(views)
-            tokens += int(packed["attention_mask"].sum())
         return Batch(tensors, counts, tokens)
 
     def constant_baselines(self) -> dict[str, float]:
         return {"uniform": math.log(2)} if self.main == "masked_peak" else {}
+
+    @staticmethod
+    def groups(tensors: dict[str, torch.Tensor], prefix: str) -> list[dict[str, torch.Tensor]]:
+        """The length groups of one kind (`m`: masked input, `v`: views), each as {name: tensor}."""
+        out = []
+        while f"{prefix}{len(out)}_input_ids" in tensors:
+            key = f"{prefix}{len(out)}_"
+            out.append({k[len(key):]: v for k, v in tensors.items() if k.startswith(key)})
+        return out
 
     def _pooled(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
@@ -345,36 +394,43 @@ class PeakTokenObjective(AtacObjective):
         w = w.unsqueeze(-1).to(hidden.dtype)
         return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,  # [B, L] <cls> + peak tokens (observed and queries)
-        token_type_ids: torch.Tensor | None = None,  # [B, L] 1 accessible, 2 query, 0 <cls>/padding
-        position_ids: torch.Tensor | None = None,  # [B, L] genomic window of each peak (0 for <cls>)
-        attention_mask: torch.Tensor | None = None,  # [B, L]
-        target_flat: torch.Tensor | None = None,  # [n] b * L + position of each query (row-major)
-        target_query: torch.Tensor | None = None,  # [B, Q] query positions per row, padded
-        target_slot: torch.Tensor | None = None,  # [n] b * Q + rank within the row
-        target_peaks: torch.Tensor | None = None,  # [n] peak index of each query
-        target_labels: torch.Tensor | None = None,  # [n] 1.0 accessible, 0.0 not
-        view_ids: torch.Tensor | None = None,  # [2B, Lv] contrastive views (all views A, then all B)
-        view_types: torch.Tensor | None = None,
-        view_positions: torch.Tensor | None = None,
-        view_mask: torch.Tensor | None = None,
-        per_token: bool = False,
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, per_token: bool = False, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """tensors, per length group g (see `collate`):
+        m{g}_input_ids, _token_type_ids, _position_ids, _attention_mask [b, L]: `<cls>` + the cell's peaks in
+          genome order (token type 1 observed, 2 query; position = genomic window); _rows [b];
+        m{g}_target_flat [n] (b * L + position of each query), _target_query [b, Q], _target_slot [n],
+          _target_peaks [n] (peak index), _target_labels [n] (1.0 accessible, 0.0 not), when g has queries;
+        v{g}_... the same inputs for the contrastive views (rows index the 2B views: all A, then all B)."""
         self._count_step()
         losses: dict[str, torch.Tensor] = {}
         out: dict[str, torch.Tensor] = {}
+        peaks_all, labels_all = [], []
         if "masked_peak" in self.components:
-            index = {"flat": target_flat, "query": target_query, "slot": target_slot}
-            h = hidden_at_targets(self.model, _Positioned(self.model.bert, position_ids), input_ids, attention_mask,
-                                  index, self.sparse_top, token_type_ids=token_type_ids)  # [n, H]
-            logits = self.head(h).float().squeeze(-1) + self.peak_logit[target_peaks]  # [n]
-            losses["masked_peak"] = F.binary_cross_entropy_with_logits(logits, target_labels, reduction="none")
+            nll = []
+            for t in self.groups(tensors, "m"):
+                if "target_flat" not in t:
+                    continue
+                index = {"flat": t["target_flat"], "query": t["target_query"], "slot": t["target_slot"]}
+                h = hidden_at_targets(self.model, _Positioned(self.model.bert, t["position_ids"]), t["input_ids"],
+                                      t["attention_mask"], index, self.sparse_top,
+                                      token_type_ids=t["token_type_ids"])  # [n, H]
+                logits = self.head(h).float().squeeze(-1) + self.peak_logit[t["target_peaks"]]  # [n]
+                nll.append(F.binary_cross_entropy_with_logits(logits, t["target_labels"], reduction="none"))
+                peaks_all.append(t["target_peaks"])
+                labels_all.append(t["target_labels"])
+            losses["masked_peak"] = torch.cat(nll) if nll else self.peak_logit[:0]
         if "contrastive" in self.components:
-            hv = self.model.bert(input_ids=view_ids, token_type_ids=view_types, position_ids=view_positions,
-                                 attention_mask=view_mask).last_hidden_state  # [2B, Lv, H]
-            losses["contrastive"], hits = self._contrastive(self._pooled(hv, view_mask))
+            pooled, order = [], []
+            for t in self.groups(tensors, "v"):
+                hv = self.model.bert(input_ids=t["input_ids"], token_type_ids=t["token_type_ids"],
+                                     position_ids=t["position_ids"],
+                                     attention_mask=t["attention_mask"]).last_hidden_state  # [b, Lv, H]
+                pooled.append(self._pooled(hv, t["attention_mask"]))
+                order.append(t["rows"])
+            stacked = torch.cat(pooled)
+            views = torch.empty_like(stacked)
+            views[torch.cat(order)] = stacked  # back to the batch's view order: [2B, H]
+            losses["contrastive"], hits = self._contrastive(views)
             out["metric/retrieval_accuracy"] = hits.float()
         if not per_token:
             return {k: v.sum() for k, v in losses.items()}
@@ -382,11 +438,13 @@ class PeakTokenObjective(AtacObjective):
         if self.main == "contrastive":
             out["baseline/chance"] = self._chance(out["loss"])
         else:
-            y = target_labels
-            out["baseline/per_peak"] = F.binary_cross_entropy_with_logits(
-                self.stat_per_peak_logit[target_peaks], y, reduction="none")
-            out["baseline/global"] = F.binary_cross_entropy_with_logits(
-                self.stat_global_logit.expand_as(y), y, reduction="none")
+            empty = self.stat_per_peak_logit.new_zeros(0)
+            peaks = torch.cat(peaks_all) if peaks_all else empty.long()
+            y = torch.cat(labels_all) if labels_all else empty
+            out["baseline/per_peak"] = F.binary_cross_entropy_with_logits(self.stat_per_peak_logit[peaks], y,
+                                                                          reduction="none")
+            out["baseline/global"] = F.binary_cross_entropy_with_logits(self.stat_global_logit.expand_as(y), y,
+                                                                        reduction="none")
         return out
 
 

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from pydantic import Field, model_validator
 
 from biofm.atac.config import AtacDataConfig, AtacPatchConfig, AtacTokenizerConfig
-from biofm.atac.objectives import EVAL_LOG, PatchObjective, PeakTokenObjective, _logit, query_logit
+from biofm.atac.objectives import EVAL_LOG, PatchObjective, PeakTokenObjective, query_logit, rate_logit
 from biofm.atac.tokenize import N_TOKEN_TYPES, SPECIAL_TOKENS, PeakVocab, aligned_binary, budget
 from biofm.config import Schema
 from biofm.errors import BiofmError
@@ -51,6 +51,11 @@ class AtacObjectivesConfig(Schema):
 
 
 class AtacPretrainConfig(PretrainBase):
+    """`biofm pretrain` for scATAC: the design, the data, each design's input settings and the objectives.
+
+    With no `objectives` key the design's masked objective is the only one (masked_peak for peak_tokens,
+    masked_patch for patch_cnn); contrastive alone is allowed, and is then judged against chance."""
+
     modality: Literal["atac"] = "atac"
     design: Literal["peak_tokens", "patch_cnn"] = Field(
         "peak_tokens", description="peak_tokens: accessible peaks as tokens; patch_cnn: the seed's CNN patches of "
@@ -98,11 +103,11 @@ class PeakRows:
                 "cells": self.cells[idx]}
 
 
-def read_cells(cfg: AtacPretrainConfig, vocab: PeakVocab | None) -> tuple[sp.csr_matrix, PeakVocab | None,
+def read_cells(cfg: AtacPretrainConfig, vocab: PeakVocab | None) -> tuple[sp.csr_matrix, PeakVocab,
                                                                           list[dict[str, Any]]]:
     """Every file's binarised cells, stacked, with the columns of `vocab` (or of the first file's peaks
-    when there is no vocabulary yet: the others must hold the same peaks). Returns (X, vocab or None for
-    a new one built by the caller, per-file facts)."""
+    when there is no vocabulary yet: the others must then hold the same peaks). Returns (X, the peaks the
+    columns are, per-file facts)."""
     from biofm.atac.peaks import read_peaks
     from biofm.datasets import resolve_all
 
@@ -160,22 +165,24 @@ def _steady_heap() -> None:
     fragment it: a 14k-cell run grew by ~20 MB a step (4.4 GB at step 170). A fixed threshold
     (M_MMAP_THRESHOLD = 1 MB) sends large blocks back to the system when freed: the same run stays flat.
     Process-wide and harmless elsewhere; a no-op off glibc."""
+    import contextlib
     import ctypes
     import sys
 
     if not sys.platform.startswith("linux"):
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # musl or another libc: nothing to tune
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # -3: M_MMAP_THRESHOLD in glibc's malloc.h
-    except (OSError, AttributeError):  # musl or another libc: nothing to tune
-        pass
 
 
 def prepare(cfg: AtacPretrainConfig, preset: Preset, block: int) -> Prepared:
     _steady_heap()
-    vocab = PeakVocab.load(cfg.model.init_from) if cfg.model.init_from else None
+    vocab = None
+    if cfg.model.init_from:  # continued pretraining: the model's own peaks, positions and settings
+        from biofm.models.load import resolve_model_dir
+
+        vocab = PeakVocab.load(resolve_model_dir(cfg.model.init_from))
     X, vocab_read, facts = read_cells(cfg, vocab)
-    assert vocab_read is not None
     n_cells, n_peaks = X.shape
     train, val = _split(n_cells, cfg.data.val_fraction, cfg.seed)
     q, g_q = _rates(X[train])
@@ -224,7 +231,7 @@ def prepare(cfg: AtacPretrainConfig, preset: Preset, block: int) -> Prepared:
                                    cls_id=vocab.cls_id, eos_id=vocab.eos_id)
         model = new_model(cfg, preset, specials, max(seq_len, preset.max_len), default_arch="bert")
         _check_bert(model, cfg)
-        stats = {"per_peak_logit": _logit(q), "global_logit": _logit(g_q)}
+        stats = {"per_peak_logit": rate_logit(q), "global_logit": rate_logit(g_q)}
         objective = PatchObjective(model, n_peaks=n_peaks, strides=pc.conv_strides, channels=pc.conv_channels,
                                    mask_prob=cfg.train.mask_prob, stats=stats, **common)
         meta.update({"patch_size": pc.patch_size, "patches": n_patches})

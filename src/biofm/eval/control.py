@@ -40,9 +40,35 @@ def make_control_model(model_dir: Path, dest: Path, seed: int) -> Path:
         for f in sorted(model_dir.iterdir()):
             if (f.is_file() and f.name not in _WEIGHT_FILES and not f.name.startswith("model-")
                     and not f.name.endswith(_OTHER_WEIGHTS) and not f.name.endswith(".index.json")):
-                shutil.copy2(f, tmp / f.name)
+                if f.suffix == ".safetensors":  # a modality's extra module (heads, a patch CNN): fresh too
+                    _fresh_tensors(f, tmp / f.name, seed)
+                else:
+                    shutil.copy2(f, tmp / f.name)
         fresh.save_pretrained(tmp)
     return dest
+
+
+def _fresh_tensors(src: Path, dest: Path, seed: int) -> None:
+    """The same tensors (names, shapes, dtypes) at PyTorch's default initialisation for their shape:
+    weights of linear / convolution layers uniform in ±1/sqrt(fan_in) (kaiming-uniform with a = sqrt(5)),
+    normalisation scales 1, biases and other vectors 0. Nothing of the pretrained values is kept."""
+    import math
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in sorted(load_file(str(src)).items()):
+        if t.ndim >= 2:
+            bound = 1.0 / math.sqrt(max(1, int(np.prod(t.shape[1:]))))
+            new = (torch.rand(t.shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound
+        elif t.ndim == 1 and any(k in name.lower() for k in ("norm", "ln", "bn")) and name.endswith("weight"):
+            new = torch.ones(t.shape)
+        else:
+            new = torch.zeros(t.shape)
+        out[name] = new.to(t.dtype).contiguous()
+    save_file(out, str(dest))
 
 
 def _gain_row(m: dict[str, Any], twin: dict[str, Any], metric: str, name: str, unit: str,

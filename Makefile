@@ -10,7 +10,7 @@ ifneq ($(wildcard $(MIRROR)),)
 export BIOFM_DATA_MIRROR ?= $(MIRROR)
 endif
 
-.PHONY: demo test lint bench clean setup
+.PHONY: demo test lint bench clean setup lock smoke-wheel test-lowest
 
 setup: $(STAMP)
 
@@ -30,6 +30,29 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest
+
+# requirements.lock is generated, never edited: pyproject.toml's dependencies, every extra but boost
+# (whose plain xgboost pulls a CUDA NCCL wheel on Linux) and scripts/lock.in (torch 2.13.0; xgboost-cpu
+# for boost), resolved by uv for CPython 3.11 on Linux x86-64 (CI and development), keeping the current
+# pins where they still fit. torch's CPU build comes from TORCH_WHEELS (PyTorch's CPU wheel page; a
+# folder of wheels works too); the sed drops its local tag "+cpu", so the lock's torch==2.13.0 is met by
+# the CPU build the setup installs first, and no CUDA package (nvidia-*, triton) enters the lock.
+TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
+LOCK_FLAGS := pyproject.toml scripts/lock.in --extra tune --extra tensorboard --extra analyze --extra seurat-v3 \
+	--extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 --annotation-style line -o requirements.lock
+lock: $(STAMP)
+	UV_CUSTOM_COMPILE_COMMAND='make lock  = uv pip compile $(LOCK_FLAGS) --find-links TORCH_WHEELS, then the "+cpu" tag dropped from torch' \
+		$(VENV)/bin/uv pip compile $(LOCK_FLAGS) --find-links $(TORCH_WHEELS)
+	sed -i 's/^torch==\(.*\)+cpu/torch==\1    /' requirements.lock
+	! grep -qE '^(nvidia-|triton|cuda-)' requirements.lock
+
+# The built wheel in a fresh venv, then every verb on synthetic data: with the newest releases the
+# ranges in pyproject.toml allow (.ci/run, after make test), and with each at its lower bound.
+smoke-wheel: $(STAMP)
+	scripts/smoke_wheel.sh newest
+
+test-lowest: $(STAMP)
+	scripts/smoke_wheel.sh lowest
 
 bench: $(STAMP)
 	$(PY) bench/tokenize.py

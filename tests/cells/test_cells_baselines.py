@@ -81,13 +81,29 @@ def test_log_normalise_by_hand() -> None:
 
 def test_highly_variable_genes_by_hand() -> None:
     rng = np.random.default_rng(0)
-    # Genes 0-3 constant-ish background, gene 4 highly dispersed, gene 5 never detected.
-    x = np.column_stack([rng.poisson(5, size=(200, 4)), rng.poisson(5, size=200) * (rng.random(200) < 0.1) * 10,
-                         np.zeros(200)])
+    # Genes 0-3 constant-ish background, gene 4 highly dispersed, gene 5 never detected, gene 6 = gene 4.
+    spiky = rng.poisson(5, size=200) * (rng.random(200) < 0.1) * 10
+    x = np.column_stack([rng.poisson(5, size=(200, 4)), spiky, np.zeros(200), spiky])
     lognorm = np.log1p(x.astype(float))
-    assert highly_variable_genes(lognorm, 1, n_bins=1).tolist() == [4]
-    assert highly_variable_genes(lognorm, 6).tolist() == [0, 1, 2, 3, 4, 5]  # n_top >= genes: all, in order
-    assert 5 not in highly_variable_genes(lognorm, 5, n_bins=1).tolist()  # undetected gene ranks last
+    assert highly_variable_genes(lognorm, 1, n_bins=1).tolist() == [4, 6]  # scanpy keeps ties with the last
+    # n_top >= genes: every gene with a normalised dispersion; the undetected gene 5 never has one
+    assert highly_variable_genes(lognorm, 7, n_bins=1).tolist() == [0, 1, 2, 3, 4, 6]
+    # 20 bins: genes 4 and 6 share a bin alone, their dispersions' s.d. is 0, 0 / 0 has no rank (scanpy's rule)
+    assert highly_variable_genes(lognorm, 7).tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="no gene varies"):
+        highly_variable_genes(np.zeros((5, 3)), 2)
+
+
+def test_seurat_v3_flavour_runs_on_counts(task: Task, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hvg_flavor=seurat_v3 chooses the HVGs from the training cells' COUNTS (scGPT's choice)."""
+    pytest.importorskip("skmisc")
+    seen: list[float] = []
+    real = cb.highly_variable_genes_seurat_v3
+    monkeypatch.setattr(cb, "highly_variable_genes_seurat_v3",
+                        lambda x, n: seen.append(float(x.max())) or real(x, n))
+    preds = cb.pca_logreg(task, cv(task), 0, CellBaselineConfig(n_hvg=50, n_pcs=10, hvg_flavor="seurat_v3"))
+    assert len(seen) == 3 and min(seen) > 20  # raw counts, not log-normalised values (those stay below ~9)
+    assert accuracy(task, preds) > 0.9
 
 
 def test_preprocessing_fitted_on_training_cells_only(task: Task, monkeypatch: pytest.MonkeyPatch) -> None:

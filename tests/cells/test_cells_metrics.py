@@ -10,7 +10,9 @@ from biofm.cells.metrics import (
     ilisi,
     knn_graph,
     lisi_per_cell,
+    nearest_neighbours,
     silhouette_labels,
+    umap_connectivities,
 )
 from biofm.eval.types import Task
 
@@ -21,10 +23,33 @@ def blobs(n_per: int = 30, n: int = 3, dim: int = 5, sep: float = 20.0, seed: in
     return rng.normal(size=(n * n_per, dim)) + np.eye(n, dim)[labels] * sep, labels
 
 
-def test_knn_graph_is_the_union_of_neighbour_lists() -> None:
-    # 1-D points 0, 1, 3, 10: nearest other points are 1, 0, 1, 3 -> edges {0-1, 1-3, 3-10}.
-    g = knn_graph(np.array([[0.0], [1.0], [3.0], [10.0]]), n_neighbors=1)
-    assert sorted(tuple(sorted(e)) for e in g.get_edgelist()) == [(0, 1), (1, 2), (2, 3)]
+def test_knn_graph_is_the_fuzzy_union_of_neighbour_lists() -> None:
+    # 1-D points 0, 1, 3, 10, n_neighbors=2 (the cell and its nearest other): nearest others are 1, 0, 1, 3.
+    # Each cell's one neighbour sits at rho (its nearest non-zero distance): membership exp(0) = 1; fuzzy
+    # union of 0->1 and 1->0 is 1 + 1 - 1 = 1. Every pair appears twice (both directions kept), weight 1.
+    g = knn_graph(np.array([[0.0], [1.0], [3.0], [10.0]]), n_neighbors=2)
+    assert sorted(tuple(sorted(e)) for e in g.get_edgelist()) == [(0, 1), (0, 1), (1, 2), (1, 2), (2, 3), (2, 3)]
+    assert g.es["weight"] == pytest.approx([1.0] * 6)
+
+
+def test_umap_connectivities_by_hand() -> None:
+    # Cell 0 with neighbours at distances 0 (itself), 1, 2, 3: rho = 1, so the first other neighbour gets 1
+    # and the rest exp(-(d - 1) / sigma) with sigma solving 1 + exp(-1/s) + exp(-2/s) = log2(4) = 2.
+    idx = np.array([[0, 1, 2, 3], [1, 0, 2, 3], [2, 1, 0, 3], [3, 2, 1, 0]])
+    dist = np.array([[0, 1, 2, 3], [0, 1, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3]], dtype=float)
+    conn = umap_connectivities(idx, dist).toarray()
+    from scipy.optimize import brentq
+
+    s = brentq(lambda s: 1 + np.exp(-1 / s) + np.exp(-2 / s) - 2, 1e-3, 100)  # cells 0, 2 and 3 share it
+    near, far = np.exp(-1 / s), np.exp(-2 / s)  # memberships at d - rho = 1 and 2
+    # cell 1 has two neighbours at rho: 2 + exp(-1 / sigma) = 2 has no root, sigma falls to UMAP's floor
+    # 1e-3 x its mean distance, and its third neighbour (cell 3) gets exp(-1000) = 0
+    union = lambda a, b: a + b - a * b  # noqa: E731
+    assert np.allclose(conn, conn.T) and np.all(np.diag(conn) == 0)
+    assert conn[0, 1] == pytest.approx(1.0) and conn[1, 2] == pytest.approx(1.0)
+    assert conn[0, 2] == pytest.approx(union(near, near), rel=1e-5)
+    assert conn[0, 3] == pytest.approx(union(far, far), rel=1e-5)
+    assert conn[1, 3] == pytest.approx(near, rel=1e-5) and conn[2, 3] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("method", ["leiden", "kmeans"])
@@ -71,20 +96,43 @@ def test_batch_asw_by_hand() -> None:
 
 def test_ilisi_separated_batches_is_one() -> None:
     X, batch = blobs(n_per=40, n=2)
-    assert np.all(lisi_per_cell(X, batch, k=20) == 1.0)
-    assert ilisi(X, batch, k=20) == {"ilisi": 1.0, "ilisi_norm": 0.0}
+    assert lisi_per_cell(X, batch, k=20) == pytest.approx(np.ones(len(X)))
+    out = ilisi(X, batch, k=20)
+    assert out["ilisi"] == pytest.approx(1.0) and out["ilisi_norm"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_ilisi_small_clusters_by_hand() -> None:
-    # Far-apart clusters of 4 cells, 2 from each batch; k = 3 neighbours are the other 3 cells of the
-    # cluster: 1 of the own batch, 2 of the other -> p = (1/3, 2/3), 1 / (1/9 + 4/9) = 1.8 for every cell.
-    rng = np.random.default_rng(0)
-    centres = np.repeat(np.arange(5) * 100.0, 4)[:, None] * np.ones((1, 3))
-    X = centres + rng.normal(0, 0.1, size=(20, 3))
+def test_lisi_equidistant_neighbours_by_hand() -> None:
+    # Far-apart regular tetrahedra of 4 cells (every pair at the same distance), batches 0 0 1 1; k = 4
+    # (the cell and the 3 others), perplexity 3: the 3 others get equal weight at once, 1 of the own
+    # batch and 2 of the other -> p = (1/3, 2/3), 1 / (1/9 + 4/9) = 1.8 for every cell.
+    tetra = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=float)
+    X = np.concatenate([tetra + 100.0 * c for c in range(5)])
     batch = np.tile([0, 0, 1, 1], 5)
-    assert np.allclose(lisi_per_cell(X, batch, k=3), 1.8)
-    out = ilisi(X, batch, k=3)
-    assert out["ilisi"] == pytest.approx(1.8) and out["ilisi_norm"] == pytest.approx(0.8)
+    assert lisi_per_cell(X, batch, k=4, perplexity=3) == pytest.approx(np.full(20, 1.8))
+
+
+def test_lisi_kernel_is_calibrated_to_the_perplexity() -> None:
+    # Cell 0 at the origin of a line; its 6 others at distances 1 (own batch), 1.5 (other), 5, 6 (own),
+    # 7, 8 (other). k = 7, perplexity 7 // 3 = 2: the kernel exp(-beta d) whose entropy is log 2, found
+    # here by a root finder, not by the bisection under test.
+    from scipy.optimize import brentq
+
+    X = np.array([0.0, 1.0, -1.5, 5.0, 6.0, -7.0, 8.0])[:, None]
+    batch = np.array([0, 0, 1, 0, 0, 1, 1])
+    d, own = np.array([1.0, 1.5, 5.0, 6.0, 7.0, 8.0]), np.array([1, 0, 1, 1, 0, 0], dtype=bool)
+
+    def entropy(beta: float) -> float:
+        p = np.exp(-beta * d)
+        return np.log(p.sum()) + beta * (d * p).sum() / p.sum()
+
+    p = np.exp(-brentq(lambda b: entropy(b) - np.log(2), 1e-3, 50) * d)
+    p /= p.sum()
+    expected = 1 / (p[own].sum() ** 2 + p[~own].sum() ** 2)  # about 1.9: two near cells, one per batch
+    assert lisi_per_cell(X, batch, k=7)[0] == pytest.approx(expected, rel=1e-3)
+    # plain counting of the 6 others (3 per batch) would say 2.0; the kernel is what makes it differ
+    assert abs(expected - 2.0) > 0.02
+    idx, dist = nearest_neighbours(X, 7)
+    assert idx[0, 0] == 0 and dist[0, 0] == 0 and idx.shape == (7, 7)  # the cell itself comes first
 
 
 def test_ilisi_well_mixed_is_near_n_batches() -> None:
@@ -92,7 +140,8 @@ def test_ilisi_well_mixed_is_near_n_batches() -> None:
     X = rng.normal(size=(600, 4))
     batch = rng.integers(0, 3, size=600)
     out = ilisi(X, batch, k=90)
-    assert 2.8 < out["ilisi"] <= 3.0 and out["ilisi_norm"] > 0.9
+    # about 30 effective neighbours (perplexity 90 // 3) drawn from 3 equal batches: near 3, a little below
+    assert 2.5 < out["ilisi"] <= 3.0 and out["ilisi_norm"] > 0.75
     assert np.isnan(ilisi(X, np.zeros(600), k=10)["ilisi_norm"])
 
 
@@ -107,6 +156,6 @@ def test_embedding_report_rows() -> None:
     assert rows[0]["kmeans_ari"] == pytest.approx(1.0) and rows[0]["asw_label"] > rows[1]["asw_label"]
     task.meta["batch"] = batch
     (row,) = embedding_report({"good": X}, task, seed=0, lisi_k=20)
-    assert {"batch_asw", "ilisi", "ilisi_norm"} <= set(row) and row["ilisi_norm"] > 0.7
+    assert {"batch_asw", "ilisi", "ilisi_norm"} <= set(row) and row["ilisi_norm"] > 0.6
     with pytest.raises(ValueError, match="expected \\(90, d\\)"):
         embedding_report({"bad": X[:5]}, task)

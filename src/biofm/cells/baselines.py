@@ -1,7 +1,9 @@
 """Baselines a single-cell foundation model has to beat: the standard scanpy-style pipeline.
 
 Counts are library-size normalised to 10,000 per cell and log1p-transformed (per cell, nothing
-learned), then -- fitted on each fold's TRAINING cells only -- highly variable genes are chosen,
+learned), then -- fitted on each fold's TRAINING cells only -- highly variable genes are chosen
+(scanpy's `highly_variable_genes`, flavour "seurat" on the log-normalised cells, or "seurat_v3" on
+the counts with `hvg_flavor: seurat_v3`; both tested equal to scanpy's selection),
 genes are scaled to unit variance (clipped at ±10, as scanpy does) and PCA is fitted. Test cells are
 only transformed. On top of that the same two classifiers are used as for the model's embeddings:
 
@@ -32,7 +34,7 @@ import importlib.util
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +43,7 @@ from pydantic import Field, PositiveInt, field_validator
 from biofm.config import Schema
 from biofm.errors import BiofmError
 from biofm.eval.baselines import check_known, method_from
+from biofm.eval.explain import linear_coefficients
 from biofm.eval.fit import fit_predict, scaled_knn, scaled_logreg
 from biofm.eval.types import Fold, FoldPrediction, Method, Task
 
@@ -49,7 +52,9 @@ __all__ = [
     "CellBaselineConfig",
     "cell_baseline_method",
     "fold_pca",
+    "gene_names",
     "highly_variable_genes",
+    "highly_variable_genes_seurat_v3",
     "hvg_logreg",
     "knn_method",
     "log_normalise",
@@ -71,7 +76,11 @@ class CellBaselineConfig(Schema):
         default_factory=lambda: ["pca_logreg", "pca_knn", "hvg_logreg"],
         description="which cell baselines to run, by name (scvi is opt-in: needs scvi-tools)",
     )
-    n_hvg: PositiveInt = Field(2000, description="highly variable genes kept (capped at the number of genes)")
+    n_hvg: PositiveInt = Field(2000, description="highly variable genes kept (scanpy's rule: genes tied with the "
+                               "last are kept too; genes without a dispersion never are)")
+    hvg_flavor: Literal["seurat", "seurat_v3"] = Field(
+        "seurat", description="scanpy's HVG flavour: seurat (log-normalised cells) or seurat_v3 (counts; scGPT's "
+        "choice; needs scikit-misc: pip install 'biofm[seurat-v3]')")
     n_pcs: PositiveInt = Field(50, description="principal components (capped at training cells - 1 and n_hvg)")
     knn_k: PositiveInt = Field(15, description="neighbours of the kNN classifier")
     C: float = Field(1.0, gt=0, description="inverse L2 strength of logistic regression")
@@ -97,6 +106,25 @@ def _read_matrix(path: str, layer: str | None, stamp: tuple[int, int]) -> sp.csr
     with h5py.File(path, "r") as f:
         x = read_elem(f["layers"][layer] if layer else f["X"])
     return sp.csr_matrix(x, dtype=np.float32)
+
+
+@lru_cache(maxsize=1)
+def _var_names(path: str, column: str | None, stamp: tuple[int, int]) -> np.ndarray:
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as f:
+        var = read_elem(f["var"])
+    if column is not None and column not in var.columns:
+        raise BiofmError(f"{path}: no var column {column!r} to name the genes")
+    return np.asarray(var.index if column is None else var[column].to_numpy(), dtype=str)
+
+
+def gene_names(task: Task) -> np.ndarray:
+    """The name of each column of the task's count matrix (var names, or the task's gene column)."""
+    path = str(task.meta["h5ad"])
+    st = Path(path).stat()
+    return _var_names(path, task.meta.get("gene_column"), (st.st_mtime_ns, st.st_size))
 
 
 def _counts(task: Task) -> sp.csr_matrix:
@@ -131,39 +159,85 @@ def log_normalise(counts: sp.spmatrix | np.ndarray, target_sum: float = TARGET_S
     return x
 
 
-def highly_variable_genes(lognorm: sp.spmatrix | np.ndarray, n_top: int, n_bins: int = 20) -> np.ndarray:
-    """Indices (sorted) of the `n_top` most variable genes of log-normalised cells (Seurat v1 / scanpy "seurat").
+def _mean_var(x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and variance (ddof 1) of CSR cells x genes, as scanpy's `_get_mean_var` computes them:
+    float64 sums of the values and of their squares taken in the data's own dtype."""
+    n, n_genes = x.shape
+    total = np.bincount(x.indices, weights=x.data.astype(np.float64), minlength=n_genes)
+    total_sq = np.bincount(x.indices, weights=(x.data * x.data).astype(np.float64), minlength=n_genes)
+    mean = total / n
+    var = total_sq / n - mean**2
+    if n != 1:
+        var *= n / (n - 1)
+    return mean, var
 
-    For each gene, mean and dispersion (variance / mean) of the normalised, un-logged expression;
-    log of both; genes are binned by mean (`n_bins` equal-width bins) and the dispersion is z-scored
-    within its bin, so a gene is "variable" relative to genes of similar expression. Genes never
-    detected in these cells rank last; a bin with a single gene (or no spread) scores 0. Pass only
-    the training cells: the choice then knows nothing about the test cells.
+
+def highly_variable_genes(lognorm: sp.spmatrix | np.ndarray, n_top: int, n_bins: int = 20) -> np.ndarray:
+    """Indices (sorted) of the highly variable genes of log-normalised cells: scanpy's
+    `pp.highly_variable_genes(flavor="seurat", n_top_genes=n_top, n_bins=n_bins)`, Seurat v1's rule.
+
+    Per gene, mean and variance of the un-logged values (expm1, natural log as `log_normalise` writes);
+    dispersion = variance / mean, log of both (an undetected gene's mean counts as 1e-12, a zero
+    dispersion as missing); genes binned by log mean into `n_bins` equal-width bins (pandas' `cut`) and
+    the dispersion z-scored within its bin -- variable relative to genes of similar expression; a bin
+    with one gene scores it 1. The `n_top` highest normalised dispersions are kept, with every gene tied
+    with the last one (so a tie can add genes); genes without a normalised dispersion never are, even when
+    `n_top` exceeds the gene count. Pass only the training cells: the choice then knows nothing about
+    the test cells. Tested equal to scanpy's selection on real data.
     """
-    x = sp.csr_matrix(lognorm, dtype=np.float64)
-    n_cells, n_genes = x.shape
-    if n_top >= n_genes:
-        return np.arange(n_genes)
-    x.data = np.expm1(x.data)
-    mean = np.asarray(x.mean(axis=0)).ravel()
-    mean_sq = np.asarray(x.multiply(x).mean(axis=0)).ravel()
-    var = np.maximum(mean_sq - mean**2, 0.0) * n_cells / max(n_cells - 1, 1)
-    detected = (mean > 0) & (var > 0)
-    log_disp = np.full(n_genes, np.nan)
-    log_disp[detected] = np.log(var[detected] / mean[detected])
-    log_mean = np.log1p(mean)
-    score = np.full(n_genes, -np.inf)
-    if detected.any():
-        lo, hi = log_mean[detected].min(), log_mean[detected].max()
-        edges = np.linspace(lo, hi, n_bins + 1)
-        bins = np.clip(np.searchsorted(edges, log_mean, side="right") - 1, 0, n_bins - 1)
-        for b in np.unique(bins[detected]):
-            members = np.flatnonzero(detected & (bins == b))
-            d = log_disp[members]
-            sd = d.std(ddof=1) if len(d) > 1 else 0.0
-            score[members] = (d - d.mean()) / sd if sd > 0 else 0.0
-    order = np.argsort(-score, kind="stable")
-    return np.sort(order[:n_top])
+    import pandas as pd
+
+    x = sp.csr_matrix(lognorm, copy=True)
+    x.data = np.expm1(x.data)  # in the data's dtype, as scanpy does
+    mean, var = _mean_var(x)
+    mean[mean == 0] = 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disp = var / mean
+        disp[disp == 0] = np.nan
+        disp = np.log(disp)  # a (rounding-)negative variance gives NaN, as in scanpy
+    bins = pd.cut(pd.Series(np.log1p(mean)), bins=n_bins)
+    stats = pd.DataFrame({"disp": disp, "bin": bins}).groupby("bin", observed=True)["disp"].agg(avg="mean", dev="std")
+    single = stats["dev"].isnull()  # one gene (with a dispersion) in the bin: normalised to 1
+    stats.loc[single, "dev"] = stats.loc[single, "avg"]
+    stats.loc[single, "avg"] = 0.0
+    per_gene = stats.loc[bins]  # [n_genes, 2]: each gene's bin statistics
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = (disp - per_gene["avg"].to_numpy()) / per_gene["dev"].to_numpy()
+    ranked = np.sort(norm[~np.isnan(norm)])[::-1]
+    if not len(ranked):
+        raise ValueError("no gene varies across these cells: no highly variable genes to choose")
+    cutoff = ranked[min(n_top, len(ranked)) - 1]
+    return np.flatnonzero(np.nan_to_num(norm, nan=-np.inf) >= cutoff)
+
+
+def highly_variable_genes_seurat_v3(counts: sp.spmatrix | np.ndarray, n_top: int, span: float = 0.3) -> np.ndarray:
+    """Indices (sorted) of the `n_top` highly variable genes of raw COUNTS: scanpy's
+    `pp.highly_variable_genes(flavor="seurat_v3", n_top_genes=n_top, span=span)` (Seurat v3's
+    variance-stabilising rule, scGPT's default), one batch.
+
+    A LOESS fit (degree 2) of log10 variance on log10 mean gives each gene its expected standard
+    deviation; counts are clipped at mean + sd x sqrt(n_cells) and the genes ranked by the variance of
+    (count - mean) / sd. Needs scikit-misc's LOESS (the one scanpy uses). Tested equal to scanpy on real data.
+    """
+    try:
+        from skmisc.loess import loess
+    except ImportError:
+        raise BiofmError("hvg_flavor seurat_v3 needs scikit-misc's LOESS: pip install 'biofm[seurat-v3]'") from None
+    x = sp.csr_matrix(counts)
+    n, n_genes = x.shape
+    mean, var = _mean_var(x)
+    varies = var > 0
+    fitted = np.zeros(n_genes)
+    model = loess(np.log10(mean[varies]), np.log10(var[varies]), span=span, degree=2)
+    model.fit()
+    fitted[varies] = model.outputs.fitted_values
+    sd = np.sqrt(10**fitted)  # expected sd at the gene's mean; 1 for constant genes
+    clipped = np.minimum(x.data.astype(np.float64), (sd * np.sqrt(n) + mean)[x.indices])
+    total = np.bincount(x.indices, weights=clipped, minlength=n_genes)
+    total_sq = np.bincount(x.indices, weights=clipped**2, minlength=n_genes)
+    norm_var = (1 / ((n - 1) * np.square(sd))) * (n * np.square(mean) + total_sq - 2 * total * mean)
+    rank = np.argsort(np.argsort(-norm_var[None, :], axis=1), axis=1)[0]  # scanpy's call: same tie order
+    return np.flatnonzero(rank < n_top)
 
 
 def _scale_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -177,10 +251,29 @@ def _scale(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return np.clip((x - mu) / sd, -SCALE_CLIP, SCALE_CLIP).astype(np.float32)
 
 
-def _hvg_scaled(lognorm: sp.csr_matrix, train: np.ndarray, test: np.ndarray, n_hvg: int
+def _choose_hvg(lognorm: sp.csr_matrix, rows: np.ndarray, n_hvg: int, counts: sp.csr_matrix | None = None
+                ) -> np.ndarray:
+    """HVGs of these cells: the seurat flavour on their log-normalised values, or seurat_v3 on their counts
+    when `counts` is given."""
+    if counts is None:
+        return highly_variable_genes(lognorm[rows], n_hvg)
+    return highly_variable_genes_seurat_v3(counts[rows], n_hvg)
+
+
+def _inputs(task: Task, cfg: CellBaselineConfig) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+    """The task's log-normalised cells, and its counts when the HVGs are chosen on counts (seurat_v3)."""
+    counts = _counts(task)
+    return log_normalise(counts), counts if cfg.hvg_flavor == "seurat_v3" else None
+
+
+def _hvg_scaled(lognorm: sp.csr_matrix, train: np.ndarray, test: np.ndarray, n_hvg: int,
+                chosen: list[np.ndarray] | None = None, counts: sp.csr_matrix | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """HVGs chosen and scaling fitted on the training cells; both sets transformed."""
-    genes = highly_variable_genes(lognorm[train], n_hvg)
+    """HVGs chosen and scaling fitted on the training cells; both sets transformed. The genes' columns are
+    appended to `chosen` when given (explanations name them)."""
+    genes = _choose_hvg(lognorm, train, n_hvg, counts)
+    if chosen is not None:
+        chosen.append(genes)
     x_tr = lognorm[train][:, genes].toarray()
     x_te = lognorm[test][:, genes].toarray()
     mu, sd = _scale_fit(x_tr)
@@ -194,10 +287,11 @@ def _pca(x_tr: np.ndarray, n_pcs: int, seed: int) -> Any:
     return PCA(n_components=n_comp, random_state=seed).fit(x_tr)
 
 
-def fold_pca(lognorm: sp.csr_matrix, train: np.ndarray, test: np.ndarray, n_hvg: int, n_pcs: int, seed: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """PCA scores of training and test cells, with HVGs, scaling and PCA all fitted on the training cells."""
-    x_tr, x_te = _hvg_scaled(lognorm, train, test, n_hvg)
+def fold_pca(lognorm: sp.csr_matrix, train: np.ndarray, test: np.ndarray, n_hvg: int, n_pcs: int, seed: int,
+             counts: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """PCA scores of training and test cells, with HVGs, scaling and PCA all fitted on the training cells
+    (HVGs by seurat_v3 on `counts` when given, else by the seurat flavour)."""
+    x_tr, x_te = _hvg_scaled(lognorm, train, test, n_hvg, counts=counts)
     pca = _pca(x_tr, n_pcs, seed)
     return pca.transform(x_tr).astype(np.float32), pca.transform(x_te).astype(np.float32)
 
@@ -209,9 +303,9 @@ def pca_embedding(task: Task, seed: int = 0, cfg: CellBaselineConfig | None = No
     used, so fitting on all cells leaks nothing there; it is not for the classification folds.
     """
     cfg = cfg or CellBaselineConfig()
-    lognorm = log_normalise(_counts(task))
+    lognorm, v3 = _inputs(task, cfg)
     everyone = np.arange(lognorm.shape[0])
-    x, _ = _hvg_scaled(lognorm, everyone, everyone[:0], cfg.n_hvg)
+    x, _ = _hvg_scaled(lognorm, everyone, everyone[:0], cfg.n_hvg, counts=v3)
     return _pca(x, cfg.n_pcs, seed).transform(x).astype(np.float32)
 
 
@@ -267,23 +361,29 @@ def logreg_method(X: np.ndarray, C: float = 1.0, max_iter: int = 1000) -> Method
 
 def pca_logreg(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfig) -> list[FoldPrediction]:
     """Logistic regression on PCA(n_pcs) of the scaled log-normalised HVGs (all fitted per training fold)."""
-    lognorm = log_normalise(_counts(task))
-    return _fit_predict(task, folds, lambda tr, te: fold_pca(lognorm, tr, te, cfg.n_hvg, cfg.n_pcs, seed),
+    lognorm, v3 = _inputs(task, cfg)
+    return _fit_predict(task, folds, lambda tr, te: fold_pca(lognorm, tr, te, cfg.n_hvg, cfg.n_pcs, seed, v3),
                         lambda n: scaled_logreg(cfg.C, seed, cfg.max_iter))
 
 
 def pca_knn(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfig) -> list[FoldPrediction]:
     """kNN on PCA(n_pcs) of the scaled log-normalised HVGs (all fitted per training fold)."""
-    lognorm = log_normalise(_counts(task))
-    return _fit_predict(task, folds, lambda tr, te: fold_pca(lognorm, tr, te, cfg.n_hvg, cfg.n_pcs, seed),
+    lognorm, v3 = _inputs(task, cfg)
+    return _fit_predict(task, folds, lambda tr, te: fold_pca(lognorm, tr, te, cfg.n_hvg, cfg.n_pcs, seed, v3),
                         lambda n: scaled_knn(min(cfg.knn_k, n)))
 
 
 def hvg_logreg(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfig) -> list[FoldPrediction]:
-    """Logistic regression on the scaled log-normalised HVGs themselves (HVGs and scaling per training fold)."""
-    lognorm = log_normalise(_counts(task))
-    return _fit_predict(task, folds, lambda tr, te: _hvg_scaled(lognorm, tr, te, cfg.n_hvg),
-                        lambda n: scaled_logreg(cfg.C, seed, cfg.max_iter))
+    """Logistic regression on the scaled log-normalised HVGs themselves (HVGs and scaling per training fold).
+
+    Inside an evaluation that collects explanations (biofm.eval.explain), each fold's coefficients per gene
+    and class are reported (per standard deviation of the gene's scaled expression; not SHAP)."""
+    _check(task)
+    lognorm, v3 = _inputs(task, cfg)
+    chosen: list[np.ndarray] = []  # each fold's HVG columns; the loop runs the folds one after another
+    return fit_predict(task, folds, lambda tr, te: _hvg_scaled(lognorm, tr, te, cfg.n_hvg, chosen, v3),
+                       lambda _kind, _fold, n: scaled_logreg(cfg.C, seed, cfg.max_iter),
+                       on_fit=linear_coefficients(lambda fitted: gene_names(task)[chosen[-1]]))
 
 
 def scvi_logreg(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfig) -> list[FoldPrediction]:
@@ -307,7 +407,7 @@ def scvi_logreg(task: Task, folds: list[Fold], seed: int, cfg: CellBaselineConfi
 
     def latent(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scvi.settings.seed = seed
-        genes = highly_variable_genes(lognorm[train], cfg.n_hvg)
+        genes = _choose_hvg(lognorm, train, cfg.n_hvg, counts if cfg.hvg_flavor == "seurat_v3" else None)
         part = {name: ad.AnnData(counts[idx][:, genes], obs=obs.iloc[idx].copy())
                 for name, idx in (("train", train), ("test", test))}
         scvi.model.SCVI.setup_anndata(part["train"], batch_key="batch" if batch is not None else None)

@@ -22,6 +22,7 @@ from pydantic import Field, PositiveInt, field_validator
 
 from biofm.config import Schema
 from biofm.dna.tokenizer import KmerTokenizer
+from biofm.errors import BiofmError
 from biofm.eval.baselines import check_known, method_from
 from biofm.eval.explain import xgboost_shap
 from biofm.eval.fit import check_folds, fit_predict
@@ -260,7 +261,11 @@ def kmer_xgboost(
 
     Inside an evaluation that collects explanations (biofm.eval.explain), each fold's model also gives the
     SHAP values of its test rows, per k-mer and class."""
-    from xgboost import XGBClassifier, XGBRegressor
+    try:
+        from xgboost import XGBClassifier, XGBRegressor
+    except ImportError:
+        raise BiofmError("baseline kmer_xgboost needs xgboost (the `boost` extra): pip install 'biofm[boost]', or "
+                         "leave it out: --set 'baselines.run=[kmer_logreg,cnn,raw_token_logreg]'") from None
 
     check_folds(task, folds)
     feats = kmer_features(task.inputs, ks)

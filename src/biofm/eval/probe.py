@@ -684,7 +684,10 @@ def tune_probe(
     Returns one dict per outer fold whose keys are `probe_layers` keyword arguments: {"C": ...} for logreg
     (pass `C=[p["C"] for p in params]` to use them all at once), {"hidden", "weight_decay", "lr"} for mlp.
     """
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise BiofmError("probes.tune_trials needs Optuna (the `tune` extra): pip install 'biofm[tune]'") from None
     from sklearn.model_selection import KFold, StratifiedKFold
 
     X2 = X_layer if isinstance(X_layer, np.ndarray) else np.asarray(X_layer)

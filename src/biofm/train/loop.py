@@ -586,7 +586,9 @@ def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
 def _tensorboard(log_dir: Path, purge_step: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # pragma: no cover - tensorboard is a dependency
+    except ImportError:  # an optional extra: metrics.jsonl holds the same numbers
+        print("note: no TensorBoard events (tensorboard is not installed: pip install 'biofm[tensorboard]')",
+              file=sys.stderr)
         return None
     return SummaryWriter(str(log_dir), purge_step=purge_step or None)
 

@@ -299,3 +299,14 @@ def test_without_fine_tuning_a_fresh_fit_gives_the_attributions_and_off_means_no
     t = off["tasks"][0]
     assert t["attributions"] is None and not any("explanations" in m for m in t["methods"])
     assert not list(out.glob("attributions-*.png")) and "Top features" not in (out / "report.html").read_text()
+
+
+def test_attribution_track_draws_text_with_spaces_and_odd_characters(tmp_path):
+    from biofm.eval.explain import draw_attributions
+
+    text = "the p53 gene\u00a0is\tmutated \u2014 ok"
+    attr = {"method": "finetune-lora", "fold": 0, "examples": [
+        {"row": 0, "class": "yes", "p_class": 0.9, "predicted": "yes", "total": 1.0, "sequence": text,
+         "scores": list(np.linspace(-1, 1, len(text)))}]}
+    draw_attributions(attr, "t", tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"

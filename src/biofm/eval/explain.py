@@ -470,8 +470,12 @@ def _glyphs() -> Callable[[str], Any]:
     cache: dict[str, Any] = {}
 
     def glyph(ch: str) -> Any:
+        """The letter's outline, or None for blanks and characters the font cannot draw as a path."""
         if ch not in cache:
-            cache[ch] = TextPath((0, 0), ch, size=1, prop=prop)
+            try:
+                cache[ch] = None if not ch.strip() else TextPath((0, 0), ch, size=1, prop=prop)
+            except (AttributeError, ValueError):  # e.g. an empty path for a space: matplotlib cannot build it
+                cache[ch] = None
         return cache[ch]
 
     return glyph
@@ -503,10 +507,10 @@ def draw_attributions(attr: dict[str, Any], title: str, dest: Path, window: int 
             s, ch = float(scores[i]), e["sequence"][i]
             colour = _LETTER_COLOURS.get(ch.upper(), "#555555")
             path = glyph(ch)
-            box = path.get_extents()
             if s == 0:
                 continue
-            if box.width <= 0 or box.height <= 0:  # a space or other blank: a plain bar
+            box = path.get_extents() if path is not None else None
+            if box is None or box.width <= 0 or box.height <= 0:  # a space or other blank: a plain bar
                 ax.add_patch(Rectangle((i + 0.1, min(0.0, s)), 0.8, abs(s), color=colour))
                 continue
             shape = (Affine2D().translate(-box.x0, -box.y0).scale(0.9 / box.width, abs(s) / box.height)

@@ -14,10 +14,12 @@ from biofm.dna.baselines import (
     baseline_method,
     cnn,
     kmer_features,
+    kmer_histgb,
     kmer_logreg,
     kmer_xgboost,
     one_hot,
     raw_token_logreg,
+    resolve_baseline,
 )
 from biofm.errors import BiofmError
 from biofm.eval.types import Fold, FoldPrediction, Task
@@ -128,6 +130,34 @@ def test_kmer_xgboost_finds_motif(task: Task) -> None:
     preds = kmer_xgboost(task, folds, seed=0, n_estimators=40, n_jobs=1)
     check_shapes(task, folds, preds)
     assert accuracy(task, preds) > 0.8
+
+
+def test_kmer_histgb_finds_motif_and_repeats(task: Task) -> None:
+    folds = cv(task)
+    preds = kmer_histgb(task, folds, seed=0, n_estimators=40)
+    check_shapes(task, folds, preds)
+    assert accuracy(task, preds) > 0.8
+    again = kmer_histgb(task, folds, seed=0, n_estimators=40)
+    for a, b in zip(preds, again, strict=True):
+        assert np.array_equal(a.pred, b.pred) and np.allclose(a.proba, b.proba)
+
+
+def test_without_xgboost_the_default_runs_histgb_under_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    from biofm.dna.baselines import BaselineConfig
+    from biofm.dna.evaluation import baselines
+
+    cfg = SimpleNamespace(baselines=BaselineConfig())  # the default `baselines.run`
+    assert "kmer_xgboost" in [n for n, _ in baselines(cfg)]
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # import xgboost now raises ImportError
+    assert resolve_baseline("kmer_xgboost") == "kmer_histgb"
+    assert resolve_baseline("cnn") == "cnn"
+    names = [n for n, _ in baselines(cfg)]
+    assert "kmer_histgb" in names and "kmer_xgboost" not in names
+    with pytest.raises(BiofmError, match="kmer_histgb"):
+        kmer_xgboost(motif_task(40), [], seed=0)
 
 
 def test_cnn_finds_motif_and_is_deterministic(task: Task) -> None:

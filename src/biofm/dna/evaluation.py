@@ -40,6 +40,7 @@ def load_task(spec: str):
 
 
 def baselines(cfg: EvaluateConfig) -> list[tuple[str, Any]]:
-    from biofm.dna.baselines import BASELINES
+    from biofm.dna.baselines import BASELINES, resolve_baseline
 
-    return [(n, lambda t, f, s, n=n: BASELINES[n](t, f, s, cfg.baselines)) for n in cfg.baselines.run]
+    names = [resolve_baseline(n) for n in cfg.baselines.run]
+    return [(n, lambda t, f, s, n=n: BASELINES[n](t, f, s, cfg.baselines)) for n in names]

@@ -31,3 +31,24 @@ def mirror() -> Path:
         pytest.skip("needs the dataset mirror: set BIOFM_DATA_MIRROR to a folder laid out like the registry's "
                     "mirror paths (make test does when ../shared/data exists)")
     return Path(value)
+
+
+def save_model(dest: Path, preset: str = "tiny", max_len: int = 64, seed: int = 0) -> Path:
+    """A freshly initialised DNA model (single-nucleotide tokens) saved as a model folder: no pretraining,
+    so tests that only need a model of the right layout run in seconds."""
+    from biofm.dna.tokenizer import KmerTokenizer
+    from biofm.models.presets import build_config, build_model
+
+    tok = KmerTokenizer(1)
+    cfg = build_config(preset, vocab_size=tok.vocab_size, pad_id=tok.pad_id, mask_id=tok.mask_id,
+                       cls_id=tok.cls_id, eos_id=tok.eos_id, max_len=max_len)
+    cfg.biofm_modality = "dna"
+    build_model(cfg, seed=seed).save_pretrained(dest)
+    tok.save(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def make_model():
+    """save_model(dest, preset=..., max_len=...): a tiny random DNA model folder."""
+    return save_model

@@ -142,7 +142,8 @@ def evaluate(model: str | Path | Run | None, tasks: str | Sequence[str], *, out:
 
 def embed(data: Any, model: str | Path | Run, *, key_added: str = "X_biofm", layer: int = -1,
           pooling: str = "mean", copy: bool = False, batch_size: int = 64, layer_name: str | None = None,
-          gene_column: str | None = None, modality: str | None = None) -> Any:
+          gene_column: str | None = None, modality: str | None = None, long_sequences: str = "error",
+          device: str = "auto") -> Any:
     """Embeddings from a biofm model.
 
     - an AnnData (cell model): `obsm[key_added]` (mean-pooled) and `obsm[key_added + "_cls"]` of `layer`
@@ -152,8 +153,20 @@ def embed(data: Any, model: str | Path | Run, *, key_added: str = "X_biofm", lay
       [n, hidden] of `layer` with `pooling` "mean" or "cls" (causal models: "last").
 
     `model` may be a published checkpoint folder or a cached Hub id (`InstaDeepAI/...`); `modality` overrides
-    the modality inferred from the folder.
+    the modality inferred from the folder. Sequences longer than the model's context are an error unless
+    `long_sequences` is "truncate" or "windows" (as in evaluation). `device`: auto | cpu | cuda | mps.
     """
+    from biofm.models.device import on_device
+
+    with on_device(device):
+        return _embed(data, model, key_added=key_added, layer=layer, pooling=pooling, copy=copy,
+                      batch_size=batch_size, layer_name=layer_name, gene_column=gene_column, modality=modality,
+                      long_sequences=long_sequences)
+
+
+def _embed(data: Any, model: str | Path | Run, *, key_added: str, layer: int, pooling: str, copy: bool,
+           batch_size: int, layer_name: str | None, gene_column: str | None, modality: str | None,
+           long_sequences: str) -> Any:
     from biofm.modality import get as get_modality
     from biofm.models.load import model_modality, resolve_model_dir
 
@@ -172,7 +185,10 @@ def embed(data: Any, model: str | Path | Run, *, key_added: str = "X_biofm", lay
         _, seqs = get_modality(model_modality(model_dir, modality)).verb("read_sequences")(resolve(str(data)))
     else:
         seqs = [str(s) for s in data]
-    emb = sequence_embeddings(model_dir, seqs, batch_size=batch_size, modality=modality)
+    emb = sequence_embeddings(model_dir, seqs, batch_size=batch_size, modality=modality,
+                              long_sequences=long_sequences, source=data if isinstance(data, (str, Path)) else "input")
+    if pooling == "cls" and "cls" not in emb:
+        pooling = "last"  # a causal model's summary token is its last
     if pooling not in emb:
         raise BiofmError(f"pooling {pooling!r}: this model offers {', '.join(emb)}")
     n_layers = emb[pooling].shape[1]

@@ -38,6 +38,7 @@ class Interrupted(BiofmError):
 SET_HELP = "override a config key, e.g. --set train.steps=200 (repeatable)"
 MODALITY_HELP = "read the model as this modality (dna, text, cells, ...); default: inferred from its folder"
 PICKLE_HELP = "read a published model's pickled files (Geneformer's gene dictionaries); unpickling can run code"
+DEVICE_HELP = "where the model runs: auto (CUDA, else Apple MPS, else CPU) | cpu | cuda | cuda:N | mps"
 
 
 @app.command()
@@ -129,16 +130,30 @@ def embed(
     layer: int = typer.Option(-1, "--layer", help="cells: which layer goes into obsm (0 = embeddings, -1 = last)"),
     h5ad_layer: str | None = typer.Option(None, "--h5ad-layer", help="cells: the h5ad layer holding raw counts"),
     gene_column: str | None = typer.Option(None, "--gene-column", help="cells: var column with the gene ids"),
+    pooling: str = typer.Option("mean", "--pooling", help="sequences: mean over tokens, or cls (the summary "
+                                "token: <cls>, or the last token of a causal model)"),
+    long_sequences: str = typer.Option("error", "--long-sequences", help="sequences longer than the model's "
+                                       "context: error, truncate (first window) or windows (mean of windows)"),
     modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
-    """Embeddings of sequences (every layer, mean-pooled) or cells (one layer, into a new h5ad).
+    """Embeddings of sequences (every layer, mean or cls pooled) or cells (one layer, into a new h5ad).
 
     Example: biofm embed --model runs/demo-cells --input pbmc.h5ad --out pbmc_biofm.h5ad
     """
     from biofm.datasets import resolve
+    from biofm.models.device import on_device
 
     input = resolve(str(input))  # `dataset:NAME` is a registered dataset
+    with on_device(device):
+        _embed(model, input, out, batch_size, layer, h5ad_layer, gene_column, pooling, long_sequences, modality,
+               allow_pickle)
+
+
+def _embed(model: Path, input: Path, out: Path, batch_size: int, layer: int, h5ad_layer: str | None,
+           gene_column: str | None, pooling: str, long_sequences: str, modality: str | None,
+           allow_pickle: bool) -> None:
     if input.suffix == ".h5ad":
         from biofm.modality import get as get_modality
         from biofm.models.load import model_modality
@@ -151,7 +166,8 @@ def embed(
         return
     from biofm.use.embed import embed as run_embed
 
-    emb = run_embed(model, input, out, batch_size=batch_size, modality=modality)
+    emb = run_embed(model, input, out, batch_size=batch_size, modality=modality, pooling=pooling,
+                    long_sequences=long_sequences)
     console.print(f"wrote {out}: {emb.shape[0]} sequences × {emb.shape[1]} layers × {emb.shape[2]} dims")
 
 
@@ -162,11 +178,15 @@ def fill_mask(
     top_k: int = typer.Option(5, "--top-k"),
     modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Top-k tokens at each <mask>.  Example: biofm fill-mask --model runs/demo --sequence 'ACGT<mask>TTGA'"""
+    from biofm.models.device import on_device
     from biofm.use.fill_mask import fill_mask as run_fill
 
-    for i, preds in enumerate(run_fill(model, sequence, top_k, modality=modality, allow_pickle=allow_pickle)):
+    with on_device(device):
+        found = run_fill(model, sequence, top_k, modality=modality, allow_pickle=allow_pickle)
+    for i, preds in enumerate(found):
         console.print(f"<mask> #{i + 1}: " + "  ".join(f"{t} {p:.3f}" for t, p in preds))
 
 
@@ -180,6 +200,7 @@ def generate(
     top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling mass"),
     seed: int = typer.Option(0, "--seed", help="same seed, same text"),
     n: int = typer.Option(1, "--n", help="number of continuations"),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Continue a prompt with a causal (GPT-2 / Llama) model.
 
@@ -188,7 +209,7 @@ def generate(
     from biofm.use.generate import generate as run_generate
 
     texts = run_generate(model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                         top_p=top_p, seed=seed, num_return_sequences=n)
+                         top_p=top_p, seed=seed, num_return_sequences=n, device=device)
     for i, text in enumerate(texts):
         if n > 1:
             console.print(f"--- {i + 1}", highlight=False)
@@ -209,6 +230,7 @@ def evaluate(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP + " (default: the config's, else auto)"),
 ) -> None:
     """Probes, fine-tuning and baselines on the same folds (or a task's own train/validation/test split,
     repeated over seeds), with NT's verdict.
@@ -220,7 +242,8 @@ def evaluate(
 
     cfg = evaluate_config(model, task, out=out, config=config, set_=[*([f"folds={folds}"] if folds else []), *set_,
                                                                      *([f"modality={modality}"] if modality else []),
-                                                                     *(["allow_pickle=true"] if allow_pickle else [])])
+                                                                     *(["allow_pickle=true"] if allow_pickle else []),
+                                                                     *([f"device={device}"] if device else [])])
     from biofm.demo import print_verdicts
 
     dest = run_evaluation(cfg)
@@ -311,6 +334,7 @@ def analyze(
     per_class: int | None = typer.Option(None, "--per-class", help="sequences per class (default 200)"),
     seed: int | None = typer.Option(None, "--seed", help="sampling, folds, maps and the control's weights"),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Where the model separates classes (per-layer maps and scores beside its random-weights twin), which heads
     attend to which elements, and its per-position log-likelihood along a region.
@@ -331,7 +355,10 @@ def analyze(
         data["tasks"] = list(task)
     data = cfgmod.apply_overrides(data, set_)
     cfg = cfgmod.build(AnalyzeConfig, data, str(config) if config else "analyze options")
-    dest = run_analyze(cfg, say=lambda msg: err_console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    from biofm.models.device import on_device
+
+    with on_device(device):
+        dest = run_analyze(cfg, say=lambda msg: err_console.print(msg, markup=False, highlight=False, soft_wrap=True))
     console.print(f"analysis: {dest / 'analysis.json'}   report: {dest / 'report.html'}")
 
 
@@ -342,6 +369,7 @@ def score_variants(
     variants: Path = typer.Option(..., "--variants", help="TSV with chrom, pos (1-based), ref, alt"),
     out: Path = typer.Option(Path("variant_scores.tsv"), "--out", help="output TSV"),
     modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Zero-shot variant effect: masked-LM log-likelihood ratio and embedding distance.
 
@@ -352,7 +380,10 @@ def score_variants(
     from biofm.models.load import model_modality
 
     run_scores = get_modality(model_modality(model, modality)).verb("score_variants")  # a DNA model's use
-    rows = run_scores(model, resolve(str(reference)), variants, out)
+    from biofm.models.device import on_device
+
+    with on_device(device):
+        rows = run_scores(model, resolve(str(reference)), variants, out)
     console.print(f"scored {len(rows)} variants: {out}")
 
 

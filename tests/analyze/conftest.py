@@ -1,34 +1,15 @@
-"""Shared by the `biofm analyze` tests: a tiny freshly initialised DNA model (single-nucleotide tokens)
-saved as a model folder (no pretraining, so every test runs in seconds), and a small annotated genome."""
+"""Shared by the `biofm analyze` tests: a tiny freshly initialised DNA model (tests/conftest.py's
+`make_model`; no pretraining, so every test runs in seconds), and a small annotated genome."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from biofm.dna.tokenizer import KmerTokenizer
-from biofm.models.presets import build_config, build_model
-
-
-def save_model(dest: Path, preset: str = "tiny", max_len: int = 64, seed: int = 0) -> Path:
-    tok = KmerTokenizer(1)
-    cfg = build_config(preset, vocab_size=tok.vocab_size, pad_id=tok.pad_id, mask_id=tok.mask_id,
-                       cls_id=tok.cls_id, eos_id=tok.eos_id, max_len=max_len)
-    cfg.biofm_modality = "dna"
-    build_model(cfg, seed=seed).save_pretrained(dest)
-    tok.save(dest)
-    return dest
-
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return save_model(tmp_path_factory.mktemp("analyze-model") / "model")
-
-
-@pytest.fixture(scope="session")
-def make_model():
-    """save_model(dest, preset=..., max_len=...) for tests that need another architecture."""
-    return save_model
+def tiny_model(tmp_path_factory, make_model) -> Path:
+    return make_model(tmp_path_factory.mktemp("analyze-model") / "model")
 
 
 GENOME_FEATURES = [  # (record, type, start, end, strand): GFF's 1-based inclusive coordinates

@@ -71,14 +71,15 @@ def attention_enrichment(model: PreTrainedModel, tok: PreTrainedTokenizerBase, s
             onehot[r, torch.arange(len(prefix), len(prefix) + n), torch.from_numpy(codes)] = 1.0
             counts += np.bincount(codes, minlength=n_codes)
         n_queries += int(real.sum())
-        out = encoder(input_ids=ids_t, attention_mask=attn_mask, output_attentions=True)
+        dev = next(encoder.parameters()).device
+        out = encoder(input_ids=ids_t.to(dev), attention_mask=attn_mask.to(dev), output_attentions=True)
         if out.attentions is None or any(a is None for a in out.attentions):
             raise RuntimeError("the model returned no attention weights; load it with attn_implementation='eager'")
         q = real[:, None, :, None].float()  # [B, 1, L(query), 1]
         k = real[:, None, None, :].float()  # [B, 1, 1, L(key)]
         layer_mass, layer_sink = [], []
         for att in out.attentions:  # one layer at a time: [B, heads, L(query), L(key)]
-            att = att.float()
+            att = att.float().cpu()
             on_real = att * q * k
             norm = on_real / on_real.sum(-1, keepdim=True).clamp_min(1e-30)  # each real query: 1 over real keys
             layer_mass.append(torch.einsum("bhqk,bkc->hc", norm, onehot))

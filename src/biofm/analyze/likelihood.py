@@ -90,7 +90,9 @@ def _masked(model: PreTrainedModel, tok: PreTrainedTokenizerBase, ids: np.ndarra
             rows[r, 1:] = ids_t[s:s + span]
             rows[r, j - s + 1] = tok.mask_token_id
             selected[r, j - s + 1] = True
-        logits = masked_logits(model, rows, torch.ones_like(rows), selected).float()  # [rows, V], row order
+        dev = model.device
+        logits = masked_logits(model, rows.to(dev), torch.ones_like(rows).to(dev), selected.to(dev)
+                               ).float().cpu()  # [rows, V], row order
         logp = F.log_softmax(logits[:, real], dim=-1)
         truth = to_real[ids_t[torch.from_numpy(part)]]  # -1: not a real token (an unknown), scored NaN
         got = logp[torch.arange(len(part)), truth.clamp_min(0)].double().numpy()
@@ -118,7 +120,8 @@ def _causal(model: PreTrainedModel, tok: PreTrainedTokenizerBase, ids: np.ndarra
             rows[r, 0] = start_id
             rows[r, 1:n + 1] = ids_t[f:f + n]
             mask[r, :n + 1] = 1
-        logp = F.log_softmax(model(input_ids=rows, attention_mask=mask).logits.float()[..., real], dim=-1)
+        logits = model(input_ids=rows.to(model.device), attention_mask=mask.to(model.device)).logits
+        logp = F.log_softmax(logits.float().cpu()[..., real], dim=-1)
         for r, (c, f) in enumerate(zip(part, firsts, strict=True)):
             pos = torch.from_numpy(c - f)  # logits at input position i predict input i + 1 = token f + i
             truth = to_real[ids_t[torch.from_numpy(c)]]

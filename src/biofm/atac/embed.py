@@ -27,6 +27,7 @@ from biofm.atac.tokenize import ACCESSIBLE, PeakVocab, aligned_binary, budget, p
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
 from biofm.io.files import cache_root, file_fingerprint
+from biofm.models.device import autocast
 
 
 @dataclass
@@ -61,6 +62,8 @@ def load_atac_model(model_dir: str | Path) -> AtacModel:
     model.eval()
     vocab = PeakVocab.load(path)
     patcher = load_patcher(path, info, model.config.hidden_size) if design == "patch_cnn" else None
+    if patcher is not None:
+        patcher = patcher.to(model.device)
     return AtacModel(model, vocab, info, patcher, path)
 
 
@@ -75,6 +78,7 @@ def atac_layer_embeddings(am: AtacModel, X: sp.csr_matrix, keys: np.ndarray, *,
     cls = np.zeros_like(mean)
     vocab = am.vocab
     order = np.arange(n)
+    dev = am.model.device
     if am.design == "peak_tokens":
         X = budget(X, keys, int(vocab.settings["max_peaks"]), int(vocab.settings.get("seed", 0)))
         positions = vocab.positions()[0]
@@ -85,10 +89,11 @@ def atac_layer_embeddings(am: AtacModel, X: sp.csr_matrix, keys: np.ndarray, *,
         if am.design == "peak_tokens":
             packed = pack_rows([(c, np.full(len(c), ACCESSIBLE), np.full(len(c), -1)) for c in cells], positions,
                                vocab.pad_id, vocab.cls_id, vocab.offset)
-            out = am.model.bert(**{k: torch.from_numpy(packed[k]) for k in ("input_ids", "token_type_ids",
-                                                                            "position_ids", "attention_mask")},
-                                output_hidden_states=True)
-            weight = torch.from_numpy(packed["attention_mask"]).clone()  # [B, L]
+            with autocast(dev):
+                out = am.model.bert(**{k: torch.from_numpy(packed[k]).to(dev)
+                                       for k in ("input_ids", "token_type_ids", "position_ids", "attention_mask")},
+                                    output_hidden_states=True)
+            weight = torch.from_numpy(packed["attention_mask"]).to(dev).clone()  # [B, L]
             weight[:, 0] = False  # the cell's peaks, not <cls>
         else:
             assert am.patcher is not None
@@ -96,13 +101,14 @@ def atac_layer_embeddings(am: AtacModel, X: sp.csr_matrix, keys: np.ndarray, *,
             x = torch.zeros((len(rows), n_p * size))
             for r, c in enumerate(cells):
                 x[r, torch.from_numpy(c)] = 1.0
-            out = encode_patches(am.model, am.patcher(x), output_hidden_states=True)
-            weight = torch.ones((len(rows), n_p + 1), dtype=torch.bool)
+            with autocast(dev):
+                out = encode_patches(am.model, am.patcher(x.to(dev)), output_hidden_states=True)
+            weight = torch.ones((len(rows), n_p + 1), dtype=torch.bool, device=dev)
             weight[:, 0] = False
         states = torch.stack(out.hidden_states, dim=1).float()  # [B, layers+1, L, H]
         w = weight[:, None, :, None].float()
-        mean[rows] = ((states * w).sum(2) / w.sum(2).clamp_min(1)).numpy()
-        cls[rows] = states[:, :, 0, :].numpy()
+        mean[rows] = ((states * w).sum(2) / w.sum(2).clamp_min(1)).cpu().numpy()
+        cls[rows] = states[:, :, 0, :].cpu().numpy()
     return {"mean": mean, "cls": cls}
 
 

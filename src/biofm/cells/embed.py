@@ -20,6 +20,7 @@ from biofm.cells.tokenize import CellTokenizer
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path
 from biofm.io.files import file_fingerprint
+from biofm.models.device import autocast
 from biofm.models.mlm import pool_layers
 
 
@@ -46,20 +47,22 @@ def cell_layer_embeddings(model, tok: CellTokenizer, X, genes: np.ndarray, *, ba
     mean = np.zeros((n, layers, hidden), dtype=np.float32)
     cls = np.zeros_like(mean)
     rank_mode = tok.cfg.mode == "rank_value"
+    dev = model.device
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
         cols = tok.tokenize(X[rows], genes, rows, seed=seed)
         real = cols["gene_ids"] != tok.vocab.pad_id
         width = int(np.flatnonzero(real.any(0)).max(initial=0)) + 1  # cut the padding columns
-        ids = torch.from_numpy(cols["gene_ids"][:, :width].astype(np.int64))
+        ids = torch.from_numpy(cols["gene_ids"][:, :width].astype(np.int64)).to(dev)
         values = cols["values"][:, :width].astype(np.int64)
         attention = ids != tok.vocab.pad_id
         kw: dict[str, Any] = {}
         if not rank_mode:
-            kw["token_type_ids"] = torch.from_numpy(np.where(values >= 0, values + VALUE_OFFSET, NO_VALUE))
-        out = model.bert(input_ids=ids, attention_mask=attention, output_hidden_states=True, **kw)
-        pooled, first = pool_layers(out.hidden_states, attention)  # [B, layers+1, H] each
-        mean[rows], cls[rows] = pooled.numpy(), first.numpy()
+            kw["token_type_ids"] = torch.from_numpy(np.where(values >= 0, values + VALUE_OFFSET, NO_VALUE)).to(dev)
+        with autocast(dev):
+            out = model.bert(input_ids=ids, attention_mask=attention, output_hidden_states=True, **kw)
+        pooled, first = pool_layers(out.hidden_states, attention)  # [B, layers+1, H] each, float32
+        mean[rows], cls[rows] = pooled.cpu().numpy(), first.cpu().numpy()
     return {"mean": mean, "cls": cls}
 
 

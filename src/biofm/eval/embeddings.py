@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from biofm.eval.batching import pad_batches
 from biofm.io.atomic import atomic_path, write_json
 from biofm.io.files import cache_root, file_fingerprint
+from biofm.models.device import autocast
 from biofm.models.mlm import encoder_of, pool_layers
 
 
@@ -92,9 +93,11 @@ def layer_embeddings_all(
     cls = np.zeros_like(mean)
     counts = np.zeros(len(inputs))
     pad = tok.pad_token_id
-    for idx, ids, mask in pad_batches(pieces, order, pad, batch_size):
-        out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        pooled, first = (t.numpy() for t in pool_layers(out.hidden_states, mask, last=causal))  # [B, layers+1, H]
+    device = next(model.parameters()).device
+    for idx, ids, mask in pad_batches(pieces, order, pad, batch_size, device):
+        with autocast(device):
+            out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        pooled, first = (t.cpu().numpy() for t in pool_layers(out.hidden_states, mask, last=causal))  # [B, layers+1, H]
         for row, i in enumerate(idx):
             o = owner[i]
             mean[o] += pooled[row]

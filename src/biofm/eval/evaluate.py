@@ -83,6 +83,9 @@ class EvaluateBase(Schema):
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description="what the baselines' features and "
                                    "the fine-tuned model's positions contribute (biofm.eval.explain)")
     cache_dir: str | None = None
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="where models run: auto (CUDA, else Apple MPS, else CPU) | cpu | cuda | cuda:N | "
+                        "mps; on CUDA forward passes use bf16 autocast and fine-tuning runs there too")
 
 
 def _with_baselines() -> type[EvaluateBase]:
@@ -309,7 +312,16 @@ def load_any_task(spec: str, model_modality: str | None = None) -> tuple[str, Ta
 
 
 def run_evaluation(cfg: EvaluateConfig) -> Path:
+    """Evaluate every task of `cfg` on `cfg.device`; returns the output folder."""
+    from biofm.models.device import on_device
+
+    with on_device(cfg.device):
+        return _run_evaluation(cfg)
+
+
+def _run_evaluation(cfg: EvaluateConfig) -> Path:
     from biofm.eval.report import write_outputs
+    from biofm.models.device import current_device
 
     model = tok = model_dir = None
     model_modality = None
@@ -335,4 +347,5 @@ def run_evaluation(cfg: EvaluateConfig) -> Path:
     verdicts = [r["verdict"] for r in results if r["verdict"]]
     overall = count_sentence([v["outcome"] for v in verdicts]) if verdicts else "no verdict (no model)"
     return write_outputs(Path(cfg.out), {"model": str(model_dir) if model_dir else None, "overall": overall,
-                                         "config": cfg.model_dump(mode="json"), "tasks": results})
+                                         "config": cfg.model_dump(mode="json"), "device": str(current_device()),
+                                         "tasks": results})

@@ -286,8 +286,9 @@ def integrated_gradients(model: Any, ids: Sequence[int], target: int, reference:
     import torch
 
     emb = model.get_input_embeddings()
-    ids_t = torch.as_tensor([list(ids)], dtype=torch.long)  # [1, T]
-    ref_t = torch.as_tensor([list(reference)], dtype=torch.long)
+    dev = emb.weight.device  # fp32 on the model's device: the completeness check needs full precision
+    ids_t = torch.as_tensor([list(ids)], dtype=torch.long, device=dev)  # [1, T]
+    ref_t = torch.as_tensor([list(reference)], dtype=torch.long, device=dev)
     with torch.no_grad():
         x, r = emb(ids_t).float(), emb(ref_t).float()  # [1, T, H]
 
@@ -299,7 +300,7 @@ def integrated_gradients(model: Any, ids: Sequence[int], target: int, reference:
     grad_sum = torch.zeros_like(x[0])  # [T, H]
     with torch.enable_grad():
         for lo in range(0, steps, per_batch):
-            alphas = (torch.arange(lo, min(lo + per_batch, steps), dtype=torch.float32) + 0.5) / steps  # [S]
+            alphas = (torch.arange(lo, min(lo + per_batch, steps), dtype=torch.float32, device=dev) + 0.5) / steps
             path = (r + alphas[:, None, None] * (x - r)).requires_grad_(True)  # [S, T, H]
 
             def swap(_module: Any, _inputs: Any, output: Any, path: Any = path) -> Any:
@@ -308,16 +309,17 @@ def integrated_gradients(model: Any, ids: Sequence[int], target: int, reference:
             handle = emb.register_forward_hook(swap)
             try:
                 logits = model(input_ids=ids_t.expand(len(alphas), -1),
-                               attention_mask=torch.ones(len(alphas), n_tokens, dtype=torch.long)).logits
+                               attention_mask=torch.ones(len(alphas), n_tokens, dtype=torch.long, device=dev)).logits
                 (grad,) = torch.autograd.grad(f(logits.float()).sum(), path)
             finally:
                 handle.remove()
             grad_sum += grad.sum(0)
     attr = ((x - r)[0] * grad_sum / steps).sum(-1)  # [T]
     with torch.no_grad():
-        ends = model(input_ids=torch.cat([ids_t, ref_t]), attention_mask=torch.ones(2, n_tokens, dtype=torch.long))
+        ends = model(input_ids=torch.cat([ids_t, ref_t]),
+                     attention_mask=torch.ones(2, n_tokens, dtype=torch.long, device=dev))
         f_x, f_r = f(ends.logits.float()).tolist()
-    values = attr.double().numpy()
+    values = attr.double().cpu().numpy()
     return values, float(values.sum() - (f_x - f_r))
 
 

@@ -37,6 +37,7 @@ from biofm.eval.explain import attribute_finetuned
 from biofm.eval.folds import validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics
 from biofm.eval.types import Fold, FoldPrediction, Task
+from biofm.models.device import autocast, current_device
 
 # Which linear layers each architecture's adapters attach to. IA3 rescales keys/values and the
 # feed-forward activations (NT's recipe); LoRA adapts the attention and feed-forward projections.
@@ -87,6 +88,7 @@ def _adapter(method: str, model_type: str, cfg: FinetuneConfig):
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, task: Task, weight: torch.Tensor | None = None) -> torch.Tensor:
+    logits = logits.float()  # summed in fp32 (the logits are bf16 under CUDA autocast)
     if task.type == "classification":
         return F.cross_entropy(logits, y, weight=weight, reduction="sum")
     return F.mse_loss(logits.squeeze(-1), y, reduction="sum")
@@ -123,8 +125,10 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
     base = AutoModelForSequenceClassification.from_pretrained(
         # pad_token_id: a causal classifier finds each row's last real token by it (GPT-2 publishes none)
         model_dir, num_labels=n_labels, use_safetensors=True, pad_token_id=tokenizer.pad_token_id,
-        problem_type="single_label_classification" if task.type == "classification" else "regression")
-    labels = torch.as_tensor(task.labels, dtype=torch.long if task.type == "classification" else torch.float32)
+        problem_type="single_label_classification" if task.type == "classification" else "regression"
+    ).to(current_device())  # fine-tuning runs where the evaluation runs (`--device`)
+    labels = torch.as_tensor(task.labels, dtype=torch.long if task.type == "classification" else torch.float32
+                             ).to(base.device)
     lr = cfg.lr_ia3 if method == "ia3" else cfg.lr_lora
     splits = [validation_split(tr, task, cfg.val_fraction, seed + k, min_rows=2) for k, (tr, _) in enumerate(folds)]
     n_fit = int(np.mean([len(f) for f, _ in splits]))
@@ -147,7 +151,7 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
             fit_idx = np.sort(rng.choice(fit_idx, cap, replace=False))
         weight = None
         if task.type == "classification" and cfg.class_weight == "balanced":
-            weight = balanced_weights(task.labels[fit_idx], n_labels)
+            weight = balanced_weights(task.labels[fit_idx], n_labels).to(base.device)
         model = get_peft_model(copy.deepcopy(base), _adapter(method, base.config.model_type, cfg))
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                                 weight_decay=cfg.weight_decay)
@@ -155,7 +159,9 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
         for _epoch in range(epochs):
             model.train()
             for part, x, m in pad_batches(ids, rng.permutation(fit_idx), pad, cfg.batch_size):
-                loss = _loss(model(input_ids=x, attention_mask=m).logits, labels[part], task, weight) / len(part)
+                with autocast(x.device):
+                    logits = model(input_ids=x, attention_mask=m).logits
+                loss = _loss(logits, labels[part], task, weight) / len(part)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -195,7 +201,9 @@ def _seconds_per_row(base, method: str, cfg: FinetuneConfig, ids, fit_idx: np.nd
     for i, (part, x, m) in enumerate(batches):
         if i == 1:
             t0 = time.perf_counter()
-        loss = _loss(model(input_ids=x, attention_mask=m).logits, labels[part], task) / len(part)
+        with autocast(x.device):
+            logits = model(input_ids=x, attention_mask=m).logits
+        loss = _loss(logits, labels[part], task) / len(part)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -211,15 +219,21 @@ def _evaluate_loss(model, ids, idx, labels, task, pad, size, weight=None) -> flo
     model.eval()
     total = 0.0
     for part, x, m in pad_batches(ids, idx, pad, size):
-        total += float(_loss(model(input_ids=x, attention_mask=m).logits, labels[part], task, weight))
+        with autocast(x.device):
+            logits = model(input_ids=x, attention_mask=m).logits
+        total += float(_loss(logits, labels[part], task, weight))
     return total / max(len(idx), 1)
 
 
 @torch.no_grad()
 def _predict(model, ids, idx, task, pad, size, fold) -> FoldPrediction:
     model.eval()
-    logits = torch.cat([model(input_ids=x, attention_mask=m).logits for _, x, m in pad_batches(ids, idx, pad, size)])
+    parts = []
+    for _, x, m in pad_batches(ids, idx, pad, size):
+        with autocast(x.device):
+            parts.append(model(input_ids=x, attention_mask=m).logits.float().cpu())
+    logits = torch.cat(parts)
     if task.type == "classification":
-        proba = logits.float().softmax(-1).numpy()
+        proba = logits.softmax(-1).numpy()
         return FoldPrediction(fold, idx, proba.argmax(1), proba)
-    return FoldPrediction(fold, idx, logits.float().squeeze(-1).numpy())
+    return FoldPrediction(fold, idx, logits.squeeze(-1).numpy())

@@ -44,6 +44,7 @@ import torch
 from biofm.errors import BiofmError
 from biofm.eval.folds import validation_split
 from biofm.eval.types import Fold, FoldPrediction, Task, TaskType
+from biofm.models.device import current_device
 
 ProbeKind = Literal["logreg", "mlp"]
 
@@ -74,7 +75,7 @@ def probe_layers(
     batch_size: int = 256,
     patience: int = 10,
     val_fraction: float = 0.1,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> dict[int, list[FoldPrediction]]:
     """Fit a probe on every requested layer × fold and return its test-fold predictions.
 
@@ -87,6 +88,8 @@ def probe_layers(
     tol: logreg stops a problem when its preconditioned gradient (of the per-sample-mean objective) is
     below this in max-norm; tight enough that the minimiser is reached to far below sklearn's own tol.
     lr, weight_decay, batch_size, patience, val_fraction: mlp only (AdamW, early stopping).
+    device: default the current CUDA device inside `on_device("cuda")`, else the CPU (the logistic probes
+    solve in float64, which Apple MPS lacks).
     """
     X3 = _as_3d(X)
     n, n_layers, _ = X3.shape
@@ -98,6 +101,8 @@ def probe_layers(
     Cs = _per_fold(C, len(folds))
     keys = list(range(n_layers)) if layers is None else [int(layer) for layer in layers]
     sel = list(dict.fromkeys(_check_layers(keys, n_layers)))  # distinct, in order
+    if device is None:
+        device = current_device() if current_device().type == "cuda" else "cpu"
     dev = torch.device(device)
 
     by_layer: dict[int, list[FoldPrediction]] = {}

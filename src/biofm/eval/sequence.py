@@ -25,16 +25,19 @@ if TYPE_CHECKING:
     from biofm.eval.evaluate import EvaluateConfig
 
 
-def _check_context(task: Task, tok, max_tokens: int, long_mode: str) -> None:
-    """Inputs longer than the model's context are an error unless the task says how to cut them."""
-    lengths = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in task.inputs]
+def check_context(inputs: list[str], source: object, tok, max_tokens: int, long_mode: str,
+                  how: str = "add `long_sequences: truncate` or `long_sequences: windows` to the task file") -> None:
+    """Inputs longer than the model's context are an error unless the caller says how to cut them (`how`
+    tells the user where): `truncate` keeps the first window, `windows` averages non-overlapping ones."""
+    if long_mode != "error":
+        return
+    lengths = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in inputs]
     limit = max_tokens - 1  # <cls>
     n_long = sum(n > limit for n in lengths)
-    if n_long and long_mode == "error":
+    if n_long:
         raise BiofmError(
-            f"{task.source}: {n_long} of {len(lengths)} sequences are longer than the model's context "
-            f"({limit} tokens; the longest has {max(lengths)}); add `long_sequences: truncate` or "
-            f"`long_sequences: windows` to the task file"
+            f"{source}: {n_long} of {len(lengths)} sequences are longer than the model's context "
+            f"({limit} tokens; the longest has {max(lengths)}); {how}"
         )
 
 
@@ -49,7 +52,7 @@ def embeddings(task: Task, cfg: EvaluateConfig, model_dir: Path, model, tok) -> 
     from biofm.eval.embeddings import cached_embeddings
 
     long_mode = task.meta.get("long_sequences") or "error"
-    _check_context(task, tok, _max_tokens(model), long_mode)
+    check_context(list(task.inputs), task.source, tok, _max_tokens(model), long_mode)
     return cached_embeddings(model, tok, model_dir, list(task.inputs), max_tokens=_max_tokens(model),
                              long_mode=long_mode, batch_size=cfg.embed_batch_size, cache_dir=cfg.cache_dir)
 

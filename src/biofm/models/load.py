@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from biofm.errors import BiofmError
+from biofm.models.device import current_device
 
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -277,7 +278,8 @@ def _tied_keys(model: PreTrainedModel) -> set[str]:
 
 def _from_pretrained(auto: Any, path: Path, config: PretrainedConfig, kind: str, need_head: bool = False,
                      **kwargs: Any) -> PreTrainedModel:
-    """`auto.from_pretrained` of a checked folder, strictly: BiofmError naming the file on any fault.
+    """`auto.from_pretrained` of a checked folder, strictly: BiofmError naming the file on any fault; the
+    model is placed on the current device (`biofm.models.device.on_device`).
 
     A published checkpoint may lack tensors outside the encoder (a head it never published is fresh), but
     a missing encoder tensor would silently leave that part random, so it is refused; with `need_head`
@@ -325,7 +327,7 @@ def _from_pretrained(auto: Any, path: Path, config: PretrainedConfig, kind: str,
     if problems:
         raise BiofmError(f"{weights}: does not match {cfg_path.name} ({config.model_type}): "
                          f"{'; '.join(problems)}; {HINT}")
-    return model
+    return model.to(current_device())  # the CPU unless inside `on_device` (biofm.models.device)
 
 
 def load_tokenizer(path: Path, modality: str | None = None, allow_pickle: bool = False) -> Any:

@@ -56,7 +56,7 @@ def pool_layers(hidden_states: tuple[torch.Tensor, ...], attention_mask: torch.T
     mean = (states * mask).sum(2) / mask.sum(2).clamp_min(1.0)
     if last:
         end = attention_mask.long().sum(1) - 1  # [B]
-        summary = states[torch.arange(len(end)), :, end, :]
+        summary = states[torch.arange(len(end), device=end.device), :, end, :]
     else:
         summary = states[:, :, 0, :]
     return mean, summary

@@ -9,6 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from biofm.errors import BiofmError
 from biofm.modality import modalities
+from biofm.models.device import autocast
 from biofm.models.load import load_masked_lm, model_modality
 
 
@@ -41,9 +42,10 @@ def fill_mask(model_path: str | Path, sequence: str, top_k: int = 5, modality: s
         if i < len(pieces) - 1:
             ids.append(tok.mask_token_id)
     input_ids = torch.tensor([ids])
-    with torch.inference_mode():
-        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits[0]
-    logits = logits[:, : len(tok)].clone()
+    with torch.inference_mode(), autocast(model.device):
+        x = input_ids.to(model.device)
+        logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0]
+    logits = logits[:, : len(tok)].float().cpu()
     logits[:, tok.all_special_ids] = float("-inf")  # a masked position is never a special token
     probs = logits.softmax(-1)
     out = []

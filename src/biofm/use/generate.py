@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biofm.errors import BiofmError
+from biofm.models.device import autocast, current_device, resolve_device
 from biofm.models.load import load_config, load_pretrained, load_tokenizer, resolve_model_dir
 
 __all__ = ["generate", "load_causal_lm"]
@@ -73,7 +74,7 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     num_return_sequences: int = 1,
-    device: str = "cpu",
+    device: str | None = None,
     model: Any = None,
     tokenizer: Any = None,
 ) -> list[str]:
@@ -81,7 +82,9 @@ def generate(
 
     temperature 0 is greedy decoding (deterministic, one text); otherwise tokens are sampled at
     that temperature from the `top_k` most likely (0 = no limit) within nucleus `top_p`. The same
-    `seed` gives the same texts. A loaded `model` and `tokenizer` may be passed to skip loading.
+    `seed` gives the same texts. A loaded `model` and `tokenizer` may be passed to skip loading. `device`
+    (a `--device` value) defaults to the current one (biofm.models.device); sampling draws on the CPU, so
+    a seed gives the same texts on every device up to the model's arithmetic.
     """
     import torch
 
@@ -123,9 +126,7 @@ def generate(
         if i != eos and 0 <= i < n_vocab:
             banned[i] = True
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device) if device is not None else current_device()
     model = model.to(dev)
     gen = torch.Generator().manual_seed(int(seed))
     input_ids = torch.tensor([ids] * num_return_sequences, dtype=torch.long, device=dev)
@@ -134,7 +135,8 @@ def generate(
     past = None
     with torch.inference_mode():
         for _ in range(max_new_tokens):
-            step = model(input_ids=input_ids, past_key_values=past, use_cache=True)
+            with autocast(dev):
+                step = model(input_ids=input_ids, past_key_values=past, use_cache=True)
             past = step.past_key_values
             logits = step.logits[:, -1, :n_vocab].float().cpu()
             logits[:, banned] = float("-inf")

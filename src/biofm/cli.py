@@ -366,8 +366,11 @@ def analyze(
 def score_variants(
     model: Path = typer.Option(..., "--model", help="model folder (RUN/model) or run folder"),
     reference: Path = typer.Option(..., "--reference", help="reference FASTA(.gz), or dataset:NAME"),
-    variants: Path = typer.Option(..., "--variants", help="TSV with chrom, pos (1-based), ref, alt"),
+    variants: Path = typer.Option(..., "--variants", help="VCF(.gz) or TSV/CSV with chrom, pos (1-based), ref, alt, "
+                                  "or dataset:NAME"),
     out: Path = typer.Option(Path("variant_scores.tsv"), "--out", help="output TSV"),
+    ref_mismatch: str = typer.Option("error", "--ref-mismatch", help="rows whose REF differs from the reference: "
+                                     "error (list them and stop) or skip (score the others, count them)"),
     modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
@@ -383,7 +386,7 @@ def score_variants(
     from biofm.models.device import on_device
 
     with on_device(device):
-        rows = run_scores(model, resolve(str(reference)), variants, out)
+        rows = run_scores(model, resolve(str(reference)), variants, out, ref_mismatch=ref_mismatch)
     console.print(f"scored {len(rows)} variants: {out}")
 
 

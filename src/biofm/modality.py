@@ -34,7 +34,7 @@ class Modality:
     # evaluation: a module with embeddings(task, cfg, model_dir, model, tok), model_methods(task, folds, emb,
     # cfg, model_dir, model, tok), baselines(cfg) and tables(task, cfg, emb), and with the task hooks
     # shipped_tasks() -> {name: yaml}, recognise_task(spec) -> 0/1/2 (no / could be / certainly) and
-    # load_task(spec) -> Task
+    # load_task(spec) -> Task; optionally EMBEDDING_MAP = True (the report maps its tasks' embeddings in 2-D)
     evaluation: str
     # its baselines' settings: the schema, and the `biofm evaluate` config key that holds them
     baseline_schema: str

@@ -101,6 +101,21 @@ def test_evaluate_cell_task_against_pca_and_hvg(run):
     table = next(t for t in task["tables"] if t["name"] == "embedding_metrics")
     spaces = {r["embedding"] for r in table["rows"]}
     assert spaces == {"baseline-pca", "biofm-mean", "biofm-cls"}
+    # the report's pictures: confusion matrices of the best model method and best baseline, counting every
+    # cell once per fold by its true class, and the 2-D map of the embeddings (drawn, not kept in the JSON)
+    import anndata as ad
+
+    labels = ad.read_h5ad(run / "cells.h5ad").obs["cell_type"].value_counts()
+    sides = [c["method"] for c in task["confusion"]]
+    assert sides[0] in names and sides[1].startswith("baseline-") and not sides[0].startswith("baseline-")
+    for c in task["confusion"]:
+        rows = dict(zip(task["classes"], np.asarray(c["matrix"]).sum(1).tolist(), strict=True))
+        assert rows == {k: int(v) for k, v in labels.items()}
+    emap = task["embedding_map"]
+    assert "xy" not in emap and 0 <= emap["layer"] <= 2 and (run / "ev" / emap["png"]).stat().st_size > 1000
+    assert (run / "ev" / task["confusion_png"]).exists()
+    page = (run / "ev" / "report.html").read_text()
+    assert "Confusion matrices" in page and "coloured by label" in page
 
 
 def test_negative_binomial_nll_matches_scipy():

@@ -1,16 +1,30 @@
+import gzip
 import hashlib
 import math
+import os
 import random
 from pathlib import Path
 
 import pytest
 import torch
 
+from biofm.dna.fasta import read_fasta
 from biofm.dna.tokenizer import KmerTokenizer
-from biofm.dna.variants import NOTE_INDEL, NOTE_N_ALLELE, OUTPUT_COLUMNS, score_variants, window_bounds
+from biofm.dna.variants import (
+    NOTE_INDEL,
+    NOTE_N_ALLELE,
+    OUTPUT_COLUMNS,
+    IndexedReference,
+    prepare,
+    read_variants,
+    score_batch,
+    score_variants,
+    window_bounds,
+)
 from biofm.errors import BiofmError
 from biofm.models.load import load_masked_lm
 from biofm.models.presets import build_config, build_model
+from biofm.models.published import context_length
 
 K = 3
 CHR1_LEN, CHR2_LEN = 400, 150
@@ -240,3 +254,77 @@ def test_window_is_centred_and_shifted_inside_the_chromosome():
     assert window_bounds(999, 1, 1000, 20) == (980, 1000)
     assert window_bounds(5, 1, 10, 20) == (0, 10)  # chromosome shorter than the window
     assert window_bounds(10, 30, 1000, 20) == (10, 40)  # an MNV longer than the window is kept whole
+
+
+def _uneven_gz_fasta(path: Path, genome: dict[str, str]) -> Path:
+    """The genome as gzip FASTA with lower case, an IUPAC code and lines of uneven length."""
+    chr1, chr2 = genome["chr1"], genome["chr2"]
+    text = (f">chr1 first\n{chr1[:50].lower()}\n{chr1[50:130]}\n\n{chr1[130:]}\n"
+            f">chr2\n{chr2[:10]}R{chr2[11:77]}\n{chr2[77:]}\n")
+    path.write_bytes(gzip.compress(text.encode()))
+    return path
+
+
+def test_indexed_reference_scores_equal_the_whole_chromosome_path(tmp_path, model_dir, genome):
+    ref_fa = _uneven_gz_fasta(tmp_path / "ref.fa.gz", genome)
+    g1 = genome["chr1"]
+    rows = [snv(genome, "chr1", p, f"v{p}") for p in (2, 60, 205, 399)] + [snv(genome, "chr2", 9, "c2")]
+    mnv = "".join(other(b) for b in g1[49:52])
+    rows += [("mnv", "chr1", 50, g1[49:52], mnv), ("del", "chr1", 100, g1[99:101], g1[99])]
+    variants = write_table(tmp_path / "v.tsv", rows)
+
+    indexed = score_variants(model_dir, ref_fa, variants, tmp_path / "o.tsv", window_bp=90, device="cpu",
+                             cache_dir=tmp_path / "cache")
+
+    # the old path: whole normalised chromosomes in memory, windows cut from the strings
+    seqs = {rec.name: rec.seq for rec in read_fasta(ref_fa)}
+    tok = KmerTokenizer.load(model_dir)
+    model, _ = load_masked_lm(model_dir, modality="dna")
+    ctx = max(1, min(model.config.max_position_embeddings - 2, context_length(model.config) - 1))
+    _, parsed = read_variants(variants)
+    batch = [prepare(tok, v, seqs[v.chrom], 90, ctx) for v in parsed]
+    score_batch(model, tok, batch, torch.device("cpu"))
+    for row, p in zip(indexed, batch, strict=True):
+        for key in ("llr", "ref_logp", "alt_logp", "embedding_cosine_distance"):
+            assert row[key] == p.scores[key] or (math.isnan(row[key]) and math.isnan(p.scores[key]))
+        assert row["note"] == p.note
+    assert math.isnan(indexed[-1]["llr"]) and math.isfinite(indexed[0]["llr"])
+
+
+def test_reference_index_lives_in_the_cache_and_is_rebuilt_when_the_file_changes(tmp_path, genome):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    ref_fa = _uneven_gz_fasta(inputs / "ref.fa.gz", genome)
+    cache = tmp_path / "cache"
+    with IndexedReference(ref_fa, cache) as ref:
+        assert ref.lengths == {"chr1": CHR1_LEN, "chr2": CHR2_LEN}
+        assert ref.fetch("chr1", 0, CHR1_LEN) == genome["chr1"]  # lower case normalised
+        assert ref.fetch("chr2", 8, 12) == genome["chr2"][8:10] + "N" + genome["chr2"][11]  # IUPAC R -> N
+        assert ref["chr1"][395:500] == genome["chr1"][395:]  # slices clip at the end, as on a str
+    assert [p.name for p in inputs.iterdir()] == ["ref.fa.gz"]  # nothing written beside the input
+    (entry,) = (cache / IndexedReference.SUBDIR).iterdir()
+    built = (entry / "reference.fa").stat().st_mtime_ns
+    with IndexedReference(ref_fa, cache):
+        pass
+    assert (entry / "reference.fa").stat().st_mtime_ns == built  # reused, not rebuilt
+    st = ref_fa.stat()
+    os.utime(ref_fa, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # an edited file gets a new entry
+    with IndexedReference(ref_fa, cache):
+        pass
+    assert len(list((cache / IndexedReference.SUBDIR).iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (">chr1\nACGT\n>chr1\nACGT\n", "line 3 (record 'chr1'): duplicate record name (first seen at line 1)"),
+        (">chr1\nACGT\nAC!T\n", "line 3"),
+    ],
+)
+def test_bad_reference_fails_before_a_cache_entry_exists(tmp_path, text, expected):
+    ref_fa = tmp_path / "ref.fa"
+    ref_fa.write_text(text)
+    with pytest.raises(BiofmError) as err:
+        IndexedReference(ref_fa, tmp_path / "cache")
+    assert str(err.value).startswith(str(ref_fa)) and expected in str(err.value) and "\n" not in str(err.value)
+    assert list((tmp_path / "cache" / IndexedReference.SUBDIR).iterdir()) == []  # the partial copy was removed

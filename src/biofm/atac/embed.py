@@ -28,6 +28,7 @@ from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
 from biofm.io.files import cache_root, file_fingerprint
 from biofm.models.device import autocast
+from biofm.progress import tracked
 
 
 @dataclass
@@ -83,7 +84,7 @@ def atac_layer_embeddings(am: AtacModel, X: sp.csr_matrix, keys: np.ndarray, *,
         X = budget(X, keys, int(vocab.settings["max_peaks"]), int(vocab.settings.get("seed", 0)))
         positions = vocab.positions()[0]
         order = np.argsort(np.diff(X.indptr), kind="stable")  # length-sorted batches: little padding
-    for start in range(0, n, batch_size):
+    for start in tracked(range(0, n, batch_size), f"embedding {n:,} cells", unit="batches"):
         rows = order[start:start + batch_size]
         cells = [X.indices[X.indptr[r]:X.indptr[r + 1]].astype(np.int64) for r in rows]
         if am.design == "peak_tokens":

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 # progress notes on stderr, as `biofm evaluate` prints its own (its console would import all of evaluate)
 console = Console(stderr=True, markup=False, highlight=False)
 
+# the evaluation report draws this modality's classification tasks as a 2-D map of the embeddings
+EMBEDDING_MAP = True
+
 
 def shipped_tasks() -> list[str]:
     from biofm.atac.tasks import SHIPPED_ATAC_TASKS

@@ -22,6 +22,7 @@ from biofm.io.atomic import atomic_path
 from biofm.io.files import file_fingerprint
 from biofm.models.device import autocast
 from biofm.models.mlm import pool_layers
+from biofm.progress import tracked
 
 
 def load_cell_model(model_dir: str | Path) -> tuple[Any, CellTokenizer, dict[str, Any]]:
@@ -48,7 +49,7 @@ def cell_layer_embeddings(model, tok: CellTokenizer, X, genes: np.ndarray, *, ba
     cls = np.zeros_like(mean)
     rank_mode = tok.cfg.mode == "rank_value"
     dev = model.device
-    for start in range(0, n, batch_size):
+    for start in tracked(range(0, n, batch_size), f"embedding {n:,} cells", unit="batches"):
         rows = np.arange(start, min(start + batch_size, n))
         cols = tok.tokenize(X[rows], genes, rows, seed=seed)
         real = cols["gene_ids"] != tok.vocab.pad_id

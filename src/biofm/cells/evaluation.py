@@ -15,6 +15,9 @@ from biofm.eval.types import Fold, FoldPrediction, Task
 if TYPE_CHECKING:
     from biofm.eval.evaluate import EvaluateConfig
 
+# the evaluation report draws this modality's classification tasks as a 2-D map of the embeddings
+EMBEDDING_MAP = True
+
 
 def shipped_tasks() -> list[str]:
     from biofm.cells.tasks import SHIPPED_CELL_TASKS

@@ -31,6 +31,7 @@ from biofm.datasets.registry import DATASETS, Dataset, RemoteFile
 from biofm.errors import BiofmError
 from biofm.io.atomic import atomic_path, write_json
 from biofm.io.files import cache_root, file_fingerprint
+from biofm.progress import progress
 
 MIRROR_ENV = "BIOFM_DATA_MIRROR"
 OFFLINE_ENV = "BIOFM_OFFLINE"  # "1": never try a download (a missing file is an error at once)
@@ -174,7 +175,8 @@ def _download(ds: Dataset, f: RemoteFile, dest: Path, mirror: Path | None, log: 
     part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
     log(f"downloading {ds.name}: {f.url} ({f.size / 1e6:,.1f} MB)")
     try:
-        pooch.HTTPDownloader(progressbar=False, timeout=DOWNLOAD_TIMEOUT_S)(f.url, str(part), None)
+        with progress(f"downloading {ds.name} ({f.size / 1e6:,.1f} MB)", None):
+            pooch.HTTPDownloader(progressbar=False, timeout=DOWNLOAD_TIMEOUT_S)(f.url, str(part), None)
     except Exception as exc:  # requests raises many kinds (connection, timeout, HTTP status, incomplete read)
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
@@ -259,7 +261,7 @@ def _converted(ds: Dataset, inputs: dict[str, list[Path]], cache: str | None, lo
         if dest.is_file() and json.loads(stamp.read_text()) == recipe:
             return dest
     log(f"converting {ds.name} ({ds.convert}) into {dest}")
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest) as tmp, progress(f"converting {ds.name}", None):
         fn(inputs, tmp)
         if ds.output_sha256 is not None and (got := file_fingerprint(tmp)) != ds.output_sha256:
             raise BiofmError(f"dataset {ds.name!r}: conversion {ds.convert} gave SHA-256 {got}, expected "

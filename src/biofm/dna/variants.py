@@ -23,6 +23,11 @@ Decisions:
 - The embedding distance uses the last entry of `layer_embeddings` (mean over all tokens, `<cls>`
   included), the same vectors `biofm embed` writes, so the two commands agree.
 - Input columns named like an output column are replaced, so a scored file can be scored again.
+- Variants come from a VCF (`biofm.dna.vcf`: multi-allelic records split, symbolic alleles skipped and
+  counted, indels kept) or a TSV/CSV table; `read_variants` decides by name or a `##fileformat=VCF` line.
+- The reference is read through a pyfaidx index over a normalised copy in the cache (`IndexedReference`
+  says why a copy), one window per variant: memory no longer grows with chromosome length, and the
+  windows, hence the scores, are the same as cutting them from whole chromosome strings.
 - Published checkpoints score with their own vocabulary (`biofm.dna.published.VariantKmers`): NT-v1 as
   biofm's k-mers; DNABERT's overlapping k-mers mask the k tokens that cover an SNV (each k-mer holding the
   base), and a masked k-mer that holds an N is `[UNK]`, so that variant gets NaN with a note.
@@ -32,24 +37,32 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyfaidx
 import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
-from biofm.dna.fasta import read_fasta
+from biofm.dna.fasta import RecordInfo, read_fasta_chunks
 from biofm.dna.tokenizer import KmerTokenizer
+from biofm.dna.vcf import is_vcf, read_vcf
 from biofm.errors import BiofmError, where
 from biofm.io.atomic import atomic_path
+from biofm.io.files import cache_root
+from biofm.models.device import current_device, resolve_device
 from biofm.models.load import load_masked_lm, resolve_model_dir
 from biofm.models.mlm import layer_embeddings, masked_logits
 from biofm.models.published import context_length
+from biofm.progress import tracked
 
 REQUIRED_COLUMNS = ("chrom", "pos", "ref", "alt")
 OUTPUT_COLUMNS = ("llr", "ref_logp", "alt_logp", "embedding_cosine_distance", "note")
@@ -96,11 +109,14 @@ def _delimiter(path: Path) -> str:
     return "," if name.endswith(".csv") else "\t"
 
 
-def read_variants(path: str | Path) -> tuple[list[str], list[Variant]]:
-    """(header, variants) of a TSV/CSV; BiofmError at the first malformed line.
+def read_variants(path: str | Path, log: Callable[[str], None] | None = None) -> tuple[list[str], list[Variant]]:
+    """(header, variants) of a VCF or a TSV/CSV table; BiofmError at the first malformed line.
 
+    A VCF is recognised by its name (`.vcf`, `.vcf.gz`, `.vcf.bgz`) or a `##fileformat=VCF` first line
+    and read by `biofm.dna.vcf.read_vcf`, whose one summary line (records split, indels kept, symbolic
+    alleles skipped) goes to `log` (default stderr). Anything else is a TSV (CSV by a `.csv` name).
     Checks that need the reference (chromosome names, positions, ref bases) are done by the caller.
-    A leading `#` on the header is accepted, as BED/VCF-style tables often have one.
+    A leading `#` on a table's header is accepted, as BED/VCF-style tables often have one.
     """
     p = Path(path)
     if not p.exists():
@@ -109,6 +125,10 @@ def read_variants(path: str | Path) -> tuple[list[str], list[Variant]]:
         raise BiofmError(f"{path}: is a directory, expected a variants table")
     if p.stat().st_size == 0:
         raise BiofmError(f"{path}: empty file (0 bytes); expected a header with columns chrom, pos, ref, alt")
+    if is_vcf(p):
+        header, variants, summary = read_vcf(path)
+        (log or _stderr)(summary.line(path))
+        return header, variants
     try:
         with _open_text(p) as fh:
             return _parse_variants(path, csv.reader(fh, delimiter=_delimiter(p)))
@@ -118,6 +138,10 @@ def read_variants(path: str | Path) -> tuple[list[str], list[Variant]]:
         raise BiofmError(f"{path}: unreadable ({exc})") from None
     except csv.Error as exc:
         raise BiofmError(f"{path}: malformed table ({exc})") from None
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _parse_variants(path: str | Path, reader: Any) -> tuple[list[str], list[Variant]]:
@@ -183,37 +207,137 @@ def _parse_variants(path: str | Path, reader: Any) -> tuple[list[str], list[Vari
     return header, variants
 
 
-def load_reference(reference_path: str | Path, chroms: set[str]) -> tuple[dict[str, str], dict[str, int]]:
-    """(sequences of `chroms`, lengths of every record): only needed chromosomes stay in memory."""
-    seqs: dict[str, str] = {}
-    lengths: dict[str, int] = {}
+# ---------------------------------------------------------------------------------------------- reference
+class _IndexedChrom:
+    """One reference record seen through the index: `len()` and `[start:end]` as on a `str`, so
+    `prepare` takes either; a slice reads only those bases from disk."""
+
+    def __init__(self, record: Any, length: int):
+        self._record = record  # pyfaidx.FastaRecord over the normalised cache copy (as_raw: slices are str)
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, key: slice) -> str:
+        start, stop, step = key.indices(self._length)
+        if step != 1:
+            raise ValueError("only contiguous slices of a reference record")
+        return self._record[start:stop] if stop > start else ""
+
+
+class IndexedReference:
+    """A reference FASTA read through a pyfaidx index: record lengths up front, bases per window.
+
+    Policy (inputs are never modified, nothing is written next to them): the reference is streamed
+    once through `read_fasta_chunks` (the parser every biofm command uses, so the same validation,
+    the same errors with line numbers, and the same normalisation to ACGTN: lower case, U, IUPAC codes)
+    into a normalised copy, one line per record, with its `.fai`, in `<cache>/reference-index/<key>/`,
+    where `<cache>` is `cache_dir`, else $BIOFM_CACHE, else `.cache/biofm`. The key hashes the file's
+    resolved path, size and modification time, so an edited or replaced file gets a new copy. The entry
+    is written atomically (`biofm.io.atomic`), so an interrupted build never leaves a copy that looks
+    complete. Later runs open the index without reading the reference again.
+    Why a copy rather than indexing the user's file in place: plain gzip cannot be indexed at all,
+    pyfaidx reads bgzip only through Biopython (not a dependency) and refuses FASTA whose lines vary in
+    length; and a window read from the raw file would skip the validation and normalisation above,
+    so scores could differ from a whole-record read. The cost is one pass and a copy of the reference's
+    bases on disk (about 1 byte per base; old entries are not pruned).
+    Duplicate record names are an error, as everywhere else in biofm.
+    """
+
+    SUBDIR = "reference-index"
+
+    def __init__(self, path: str | Path, cache_dir: str | Path | None = None):
+        self.path = str(path)
+        entry = self._entry(Path(path), cache_dir)
+        fasta = entry / "reference.fa"
+        self._fasta = pyfaidx.Fasta(str(fasta), as_raw=True, build_index=False, rebuild=False)
+        self.lengths: dict[str, int] = {name: len(rec) for name, rec in self._fasta.records.items()}
+
+    @classmethod
+    def _entry(cls, p: Path, cache_dir: str | Path | None) -> Path:
+        src = _check_fasta_path(p)
+        st = src.stat()
+        key = hashlib.sha256(f"{src.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
+        entry = cache_root(str(cache_dir) if cache_dir is not None else None) / cls.SUBDIR / key
+        if not ((entry / "reference.fa").is_file() and (entry / "reference.fa.fai").is_file()):
+            with atomic_path(entry, is_dir=True) as tmp:
+                _write_normalised(p, tmp / "reference.fa")
+        return entry
+
+    def __getitem__(self, chrom: str) -> _IndexedChrom:
+        return _IndexedChrom(self._fasta[chrom], self.lengths[chrom])
+
+    def fetch(self, chrom: str, start: int, end: int) -> str:
+        """Bases [start, end) (0-based) of `chrom`, normalised to ACGTN."""
+        return self[chrom][start:end]
+
+    def close(self) -> None:
+        self._fasta.close()
+
+    def __enter__(self) -> IndexedReference:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_fasta_path(p: Path) -> Path:
+    if not p.exists():
+        raise BiofmError(f"{p}: file not found")
+    if p.is_dir():
+        raise BiofmError(f"{p}: is a directory, expected a reference FASTA file")
+    return p
+
+
+def _write_normalised(src: Path, dest: Path) -> None:
+    """Stream `src` into `dest` (one line per record, normalised bases) and write `dest.fai` beside it."""
+    index: list[str] = []
     first_line: dict[str, int] = {}
-    for rec in read_fasta(reference_path):
-        if rec.name in lengths:
-            raise BiofmError(
-                f"{where(reference_path, rec.line, rec.name)}: duplicate record name "
-                f"(first seen at line {first_line[rec.name]})"
-            )
-        lengths[rec.name] = len(rec.seq)
-        first_line[rec.name] = rec.line
-        if rec.name in chroms:
-            seqs[rec.name] = rec.seq
-    return seqs, lengths
+    with dest.open("wb") as out:
+        info: RecordInfo | None = None
+        offset = length = 0
+        for rec_info, piece in read_fasta_chunks(src):
+            if rec_info is not info:
+                if info is not None:
+                    out.write(b"\n")
+                    index.append(f"{info.name}\t{length}\t{offset}\t{length}\t{length + 1}\n")
+                if rec_info.name in first_line:
+                    raise BiofmError(
+                        f"{where(src, rec_info.line, rec_info.name)}: duplicate record name "
+                        f"(first seen at line {first_line[rec_info.name]})"
+                    )
+                first_line[rec_info.name] = rec_info.line
+                info, length = rec_info, 0
+                out.write(f">{info.name}\n".encode())
+                offset = out.tell()
+            out.write(piece.encode("ascii"))
+            length += len(piece)
+        if info is not None:
+            out.write(b"\n")
+            index.append(f"{info.name}\t{length}\t{offset}\t{length}\t{length + 1}\n")
+    # written after the FASTA, so its modification time is not older (pyfaidx would call it stale)
+    (dest.parent / f"{dest.name}.fai").write_text("".join(index))
 
 
 def check_against_reference(
     variants_path: str | Path,
     reference_path: str | Path,
     variants: list[Variant],
-    seqs: dict[str, str],
-    lengths: dict[str, int],
-) -> None:
-    """Unknown chromosomes and out-of-range positions fail at once; ref mismatches are all collected.
+    reference: IndexedReference,
+    ref_mismatch: str = "error",
+) -> list[Variant]:
+    """The variants to score. Unknown chromosomes and out-of-range positions fail at once; ref mismatches
+    are all collected into one error or, with `ref_mismatch="skip"`, dropped and counted in one note.
 
     Mismatches usually come from a wrong genome build or a 0-based/1-based mix-up, which affects many
-    rows; listing them together shows the pattern in one run instead of one row per run.
+    rows; listing them together shows the pattern in one run instead of one row per run. REF is read
+    through the index, a few bases per variant. The split alleles of one VCF record share a line and
+    are listed once.
     """
+    lengths = reference.lengths
     mismatches: list[str] = []
+    listed: set[int] = set()
     for v in variants:
         loc = where(variants_path, v.line)
         if v.chrom not in lengths:
@@ -228,17 +352,24 @@ def check_against_reference(
         if end > lengths[v.chrom]:
             span = f"pos {v.pos}" if len(v.ref) == 1 else f"ref {v.ref!r} at pos {v.pos} (ends at {end})"
             raise BiofmError(f"{loc}: {span} is past the end of {v.chrom!r} (length {lengths[v.chrom]} bp)")
-        actual = seqs[v.chrom][v.pos - 1 : end]
-        if actual != v.ref:
+        actual = reference.fetch(v.chrom, v.pos - 1, end)
+        if actual != v.ref and v.line not in listed:
+            listed.add(v.line)
             mismatches.append(f"line {v.line} ({v.chrom}:{v.pos} ref {v.ref}, reference has {actual})")
-    if mismatches:
-        listed = ", ".join(mismatches[:MAX_LISTED_MISMATCHES])
-        more = len(mismatches) - MAX_LISTED_MISMATCHES
-        tail = f", and {more} more" if more > 0 else ""
+    if not mismatches:
+        return variants
+    shown = ", ".join(mismatches[:MAX_LISTED_MISMATCHES])
+    more = len(mismatches) - MAX_LISTED_MISMATCHES
+    tail = f", and {more} more" if more > 0 else ""
+    if ref_mismatch != "skip":
         raise BiofmError(
             f"{variants_path}: {len(mismatches)} row(s) whose ref does not match the reference "
-            f"{reference_path}: {listed}{tail}"
+            f"{reference_path}: {shown}{tail}; --ref-mismatch skip scores the others"
         )
+    kept = [v for v in variants if v.line not in listed]
+    _stderr(f"note: {variants_path}: skipped {len(variants) - len(kept)} variant(s) on {len(mismatches)} row(s) "
+            f"whose ref does not match {reference_path}: {shown}{tail}")
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------- windows
@@ -275,8 +406,14 @@ def _crop(n_tokens: int, first: int, last: int, limit: int) -> tuple[int, int]:
     return lo, lo + limit
 
 
-def prepare(tok: KmerTokenizer, v: Variant, chrom_seq: str, window_bp: int, context_tokens: int) -> _Prepared:
-    """Tokenised ref and alt windows (with `<cls>`) and the ref positions to mask for one variant."""
+def prepare(
+    tok: KmerTokenizer, v: Variant, chrom_seq: str | _IndexedChrom, window_bp: int, context_tokens: int
+) -> _Prepared:
+    """Tokenised ref and alt windows (with `<cls>`) and the ref positions to mask for one variant.
+
+    `chrom_seq` is the variant's chromosome as a string or through the index (`IndexedReference[chrom]`):
+    only `len()` and one `[start:end]` window are taken, so both give the same windows and scores.
+    """
     pos0 = v.pos - 1
     start, end = window_bounds(pos0, len(v.ref), len(chrom_seq), window_bp)
     ref_window = chrom_seq[start:end]
@@ -329,7 +466,8 @@ def _pad(seqs: list[np.ndarray], pad_id: int, device: torch.device) -> tuple[tor
 
 @torch.inference_mode()
 def score_batch(model: PreTrainedModel, tok: KmerTokenizer, batch: list[_Prepared], device: torch.device) -> None:
-    """Fill each item's `scores`: one masked pass over the ratio-scorable items, one embedding pass."""
+    """Fill each item's `scores`: one masked pass over the ratio-scorable items, one embedding pass. In fp32
+    on every device (no bf16 autocast): a ratio of two near-equal likelihoods needs the precision."""
     real_lo, real_hi = tok.kmer_offset, len(tok)  # real tokens: no specials, no vocabulary padding rows
     scorable = [p for p in batch if p.masked is not None]
     if scorable:
@@ -406,13 +544,25 @@ def score_variants(
     window_bp: int | None = None,
     batch_size: int = 16,
     device: str | None = None,
+    cache_dir: str | Path | None = None,
+    ref_mismatch: str = "error",
 ) -> list[dict]:
     """Score every variant and write the input columns plus `OUTPUT_COLUMNS` to `out_path`.
 
+    `variants_path` is a VCF or a TSV/CSV (see `read_variants`); a VCF's output columns are chrom,
+    pos, id, ref, alt as written in the file. The reference is read through an index, one window per
+    variant (`IndexedReference`, whose cache goes under `cache_dir`). Either path may be `dataset:NAME`.
     All input is checked before the model runs, so a bad row near the end of a long file fails in
     seconds rather than after scoring the rows above it. Returns the output rows (input values as the
-    strings read, scores as floats). `device` defaults to CUDA when available.
+    strings read, scores as floats). `device` (a `--device` value) defaults to the current one
+    (biofm.models.device). `ref_mismatch`: "error" (default) or "skip" rows whose REF differs from the
+    reference (counted in one note).
     """
+    if ref_mismatch not in ("error", "skip"):
+        raise BiofmError(f"ref_mismatch {ref_mismatch!r}: expected error or skip")
+    from biofm.datasets import resolve
+
+    variants_path, reference_path = resolve(variants_path), resolve(reference_path)  # `dataset:NAME` too
     out = Path(out_path)
     for src in (variants_path, reference_path):
         if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
@@ -423,16 +573,28 @@ def score_variants(
         raise BiofmError(f"batch_size must be at least 1, got {batch_size}")
 
     header, variants = read_variants(variants_path)
-    seqs, lengths = load_reference(reference_path, {v.chrom for v in variants})
-    check_against_reference(variants_path, reference_path, variants, seqs, lengths)
+    with IndexedReference(reference_path, cache_dir) as reference:
+        variants = check_against_reference(variants_path, reference_path, variants, reference, ref_mismatch)
+        return _score(model_path, reference, header, variants, out, window_bp, batch_size, device)
 
+
+def _score(
+    model_path: str | Path,
+    reference: IndexedReference,
+    header: list[str],
+    variants: list[Variant],
+    out: Path,
+    window_bp: int | None,
+    batch_size: int,
+    device: str | None,
+) -> list[dict]:
     tok = _load_kmer_tokenizer(model_path)
     model, _ = load_masked_lm(model_path, modality="dna")
     if model.config.vocab_size < len(tok):
         raise BiofmError(
             f"{model_path}: model vocabulary ({model.config.vocab_size}) is smaller than the tokenizer's ({len(tok)})"
         )
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device) if device is not None else current_device()
     model.to(dev)
     max_pos = int(getattr(model.config, "max_position_embeddings", tok.model_max_length))
     # room for <cls> (and one spare); ESM numbers positions from pad_token_id + 1, so NT-v1 holds 1,000 tokens
@@ -441,9 +603,9 @@ def score_variants(
 
     out_header = [c for c in header if c.lower() not in OUTPUT_COLUMNS] + list(OUTPUT_COLUMNS)
     rows: list[dict] = []
-    for i in range(0, len(variants), batch_size):
+    for i in tracked(range(0, len(variants), batch_size), f"scoring {len(variants):,} variants", unit="batches"):
         chunk = variants[i : i + batch_size]
-        batch = [prepare(tok, v, seqs[v.chrom], window, context_tokens) for v in chunk]
+        batch = [prepare(tok, v, reference[v.chrom], window, context_tokens) for v in chunk]
         score_batch(model, tok, batch, dev)
         for v, p in zip(chunk, batch, strict=True):
             row = {c: v.row[c] for c in header if c.lower() not in OUTPUT_COLUMNS}

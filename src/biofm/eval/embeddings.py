@@ -24,6 +24,7 @@ from biofm.io.atomic import atomic_path, write_json
 from biofm.io.files import cache_root, file_fingerprint
 from biofm.models.device import autocast
 from biofm.models.mlm import encoder_of, pool_layers
+from biofm.progress import progress
 
 
 def weights_fingerprint(model_dir: Path) -> str:
@@ -94,15 +95,17 @@ def layer_embeddings_all(
     counts = np.zeros(len(inputs))
     pad = tok.pad_token_id
     device = next(model.parameters()).device
-    for idx, ids, mask in pad_batches(pieces, order, pad, batch_size, device):
-        with autocast(device):
-            out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        pooled, first = (t.cpu().numpy() for t in pool_layers(out.hidden_states, mask, last=causal))  # [B, layers+1, H]
-        for row, i in enumerate(idx):
-            o = owner[i]
-            mean[o] += pooled[row]
-            cls[o] += first[row]
-            counts[o] += 1
+    with progress(f"embedding {len(inputs):,} inputs", len(pieces), "windows") as advance:
+        for idx, ids, mask in pad_batches(pieces, order, pad, batch_size, device):
+            with autocast(device):
+                out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            pooled, first = (t.cpu().numpy() for t in pool_layers(out.hidden_states, mask, last=causal))  # [B, L+1, H]
+            for row, i in enumerate(idx):
+                o = owner[i]
+                mean[o] += pooled[row]
+                cls[o] += first[row]
+                counts[o] += 1
+            advance(len(idx))
     mean /= counts[:, None, None]
     cls /= counts[:, None, None]
     return {"mean": mean.astype(np.float32), ("last" if causal else "cls"): cls.astype(np.float32)}

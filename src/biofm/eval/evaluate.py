@@ -45,6 +45,7 @@ from biofm.eval.types import Fold, FoldPrediction, Task
 from biofm.eval.verdict import count_sentence, task_verdict
 from biofm.modality import get as get_modality
 from biofm.modality import modalities
+from biofm.progress import progress, tracked
 
 console = Console(stderr=True, markup=False, highlight=False)
 
@@ -169,33 +170,33 @@ def _probe_methods(task: Task, folds: list[Fold], emb: dict[str, np.ndarray], cf
     out = []
     # the layer is chosen on these rows: a fixed split's validation rows when it names them
     inner = [validation_split(tr, task, 0.15, cfg.seed + k, min_rows=2) for k, (tr, _) in enumerate(folds)]
-    for kind in cfg.probes.kinds:
-        for pooling in [p for p in cfg.probes.poolings if p in emb]:
-            t0 = time.perf_counter()
-            X = np.asarray(emb[pooling])
-            layers = cfg.probes.layers or list(range(X.shape[1]))
-            kw: dict[str, Any] = {"C": cfg.probes.C, "hidden": tuple(cfg.probes.mlp_hidden), "seed": cfg.seed,
-                                  "layers": layers}
-            if cfg.probes.tune_trials and kind == "logreg":
-                # Optuna TPE picks C per outer fold from that fold's training rows only (inner CV on the
-                # last layer); the same per-fold C then serves every layer. MLP settings are not tuned:
-                # different hidden sizes cannot share one batched solve.
-                tuned = tune_probe(X[:, layers[-1]], task.labels, folds, task.type, "logreg",
-                                   cfg.probes.tune_trials, cfg.seed)
-                kw["C"] = [float(t["C"]) for t in tuned]
-            outer = probe_layers(X, task.labels, folds, task.type, kind, **kw)
-            on_val = probe_layers(X, task.labels, inner, task.type, kind, **kw)
-            # per-layer scores on the test folds, for the per-layer plot only
-            per_layer = {int(layer): summarise([fold_metrics(task, p) for p in outer[layer]])[metric]
-                         for layer in layers}
-            chosen, preds = [], []
-            for k in range(len(folds)):
-                val_score = {layer: fold_metrics(task, on_val[layer][k])[metric] for layer in layers}
-                best = max(layers, key=lambda layer: np.nan_to_num(val_score[layer], nan=-np.inf))
-                chosen.append(int(best))
-                preds.append(outer[best][k])
-            out.append(_scored(f"probe-{kind}-{pooling}", "probe", task, preds, time.perf_counter() - t0,
-                               {"layers_chosen": chosen, "per_layer": per_layer}))
+    runs = [(kind, pooling) for kind in cfg.probes.kinds for pooling in cfg.probes.poolings if pooling in emb]
+    for kind, pooling in tracked(runs, f"[{task.name}] probes on every layer", unit="probes"):
+        t0 = time.perf_counter()
+        X = np.asarray(emb[pooling])
+        layers = cfg.probes.layers or list(range(X.shape[1]))
+        kw: dict[str, Any] = {"C": cfg.probes.C, "hidden": tuple(cfg.probes.mlp_hidden), "seed": cfg.seed,
+                              "layers": layers}
+        if cfg.probes.tune_trials and kind == "logreg":
+            # Optuna TPE picks C per outer fold from that fold's training rows only (inner CV on the
+            # last layer); the same per-fold C then serves every layer. MLP settings are not tuned:
+            # different hidden sizes cannot share one batched solve.
+            tuned = tune_probe(X[:, layers[-1]], task.labels, folds, task.type, "logreg",
+                               cfg.probes.tune_trials, cfg.seed)
+            kw["C"] = [float(t["C"]) for t in tuned]
+        outer = probe_layers(X, task.labels, folds, task.type, kind, **kw)
+        on_val = probe_layers(X, task.labels, inner, task.type, kind, **kw)
+        # per-layer scores on the test folds, for the per-layer plot only
+        per_layer = {int(layer): summarise([fold_metrics(task, p) for p in outer[layer]])[metric]
+                     for layer in layers}
+        chosen, preds = [], []
+        for k in range(len(folds)):
+            val_score = {layer: fold_metrics(task, on_val[layer][k])[metric] for layer in layers}
+            best = max(layers, key=lambda layer: np.nan_to_num(val_score[layer], nan=-np.inf))
+            chosen.append(int(best))
+            preds.append(outer[best][k])
+        out.append(_scored(f"probe-{kind}-{pooling}", "probe", task, preds, time.perf_counter() - t0,
+                           {"layers_chosen": chosen, "per_layer": per_layer}))
     return out
 
 
@@ -210,8 +211,8 @@ def _model_side(task: Task, folds: list[Fold], cfg: EvaluateConfig, hooks: Any, 
     methods = _probe_methods(task, folds, emb, cfg)
     for name, kind, run in _model_methods(task, folds, emb, cfg, hooks, model_dir, model, tok):
         t0 = time.perf_counter()
-        with collecting(None if control else cfg.explain) as found:  # the control's are not explained
-            preds = run()
+        with collecting(None if control else cfg.explain) as found, progress(f"[{task.name}] {who} {name}", None):
+            preds = run()  # (the control's are not explained)
         extra = found.result(task) if found else {}
         methods.append(_scored(name, kind, task, preds, time.perf_counter() - t0 - extra.get("explain_seconds", 0),
                                extra))
@@ -266,7 +267,7 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
             methods += _model_side(task, folds, cfg, hooks, *control, control=True)[0]
     for name, method in hooks.baselines(cfg):
         t0 = time.perf_counter()
-        with collecting(cfg.explain) as found:
+        with collecting(cfg.explain) as found, progress(f"[{task.name}] baseline-{name}", None):
             preds = _per_seed(task, folds, cfg.seed, lambda f, s, method=method: method(task, f, s))
         extra = found.result(task) if found else {}
         methods.append(_scored(f"baseline-{name}", "baseline", task, preds,
@@ -278,15 +279,60 @@ def evaluate_task(task: Task, cfg: EvaluateConfig, model_dir: Path | None, model
     metric = HEADLINE[task.type]
     verdict = task_verdict(task.name, methods, metric, unit(task), task.labels)
     gain = pretraining_gain(methods, metric, unit(task), task.labels) if control is not None else None
+    pictures = _pictures(task, methods, emb, hooks, cfg.seed) if task.type == "classification" else {}
     for m in methods:
-        m.pop("predictions", None)  # kept for the paired bootstrap only, not written out
+        m.pop("predictions", None)  # kept for the paired bootstrap and the confusion matrices, not written out
     return {"task": task.name, "type": task.type, "modality": modality, "n": len(task.labels),
             "classes": task.classes, "folds": len(folds), "protocol": words,
             "seeds": n_seeds(task, cfg.seeds) if is_fixed(task) else None, "split": split_sizes(task),
             "test_duplicates": duplicates, "headline_metric": metric, "methods": methods,
             "verdict": None if verdict is None else {**vars(verdict), "sentence": verdict.sentence()},
             "pretraining_gain": gain, "control_sentence": gain_sentence(task.name, gain) if gain is not None else None,
-            "tables": hooks.tables(task, cfg, emb), "attributions": attributions}
+            "tables": hooks.tables(task, cfg, emb), "attributions": attributions, **pictures}
+
+
+def confusion(task: Task, preds: list[FoldPrediction]) -> list[list[int]]:
+    """Counts [true class][predicted class] over every fold's test rows (each row once per fold or seed)."""
+    k = len(task.classes or []) or int(np.max(task.labels)) + 1
+    out = np.zeros((k, k), dtype=np.int64)
+    for p in preds:
+        np.add.at(out, (np.asarray(task.labels)[p.test_idx], np.asarray(p.pred, dtype=np.int64)), 1)
+    return out.tolist()
+
+
+def _pictures(task: Task, methods: list[dict], emb: dict[str, np.ndarray] | None, hooks: Any,
+              seed: int) -> dict[str, Any]:
+    """For the report of a classification task: the confusion matrices of the best model method and the
+    best baseline and, where the modality asks for it (`EMBEDDING_MAP` in its evaluation hooks: cells,
+    peaks), a 2-D map of the model's embeddings at the layer its best probe chose most often, coloured by
+    label. The map's coordinates go to a PNG only (write_outputs), not into results.json."""
+    metric = HEADLINE[task.type]
+    out: dict[str, Any] = {}
+    best: dict[str, dict] = {}
+    for m in methods:
+        side = "baseline" if m["kind"] == "baseline" else None if m["kind"] == "control" else "model"
+        if side and m.get("predictions") and (side not in best or _mean(m, metric) > _mean(best[side], metric)):
+            best[side] = m
+    out["confusion"] = [{"method": m["name"], "matrix": confusion(task, m["predictions"])}
+                        for m in (best.get("model"), best.get("baseline")) if m is not None]
+    probes = [m for m in methods if m["kind"] == "probe" and m.get("layers_chosen")]
+    if emb is not None and probes and getattr(hooks, "EMBEDDING_MAP", False):
+        from biofm.analyze.layer_maps import project, projection_method
+
+        probe = max(probes, key=lambda m: _mean(m, metric))
+        layer = int(np.bincount(probe["layers_chosen"]).argmax())
+        X = np.asarray(emb["mean"][:, layer], dtype=np.float32)
+        how = projection_method("auto", len(X))
+        with progress(f"[{task.name}] {how.upper()} map of layer {layer}", None):
+            xy = project(X, how, seed)
+        out["embedding_map"] = {"layer": layer, "pooling": "mean", "projection": how, "chosen_by": probe["name"],
+                                "xy": xy}
+    return out
+
+
+def _mean(m: dict, metric: str) -> float:
+    v = m["summary"][metric]["mean"]
+    return -np.inf if v != v else float(v)
 
 
 def load_any_task(spec: str, model_modality: str | None = None) -> tuple[str, Task]:
@@ -348,4 +394,4 @@ def _run_evaluation(cfg: EvaluateConfig) -> Path:
     overall = count_sentence([v["outcome"] for v in verdicts]) if verdicts else "no verdict (no model)"
     return write_outputs(Path(cfg.out), {"model": str(model_dir) if model_dir else None, "overall": overall,
                                          "config": cfg.model_dump(mode="json"), "device": str(current_device()),
-                                         "tasks": results})
+                                         "tasks": results}, labels={task.name: task.labels for _, task in tasks})

@@ -38,6 +38,7 @@ from biofm.eval.folds import validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics
 from biofm.eval.types import Fold, FoldPrediction, Task
 from biofm.models.device import autocast, current_device
+from biofm.progress import tracked
 
 # Which linear layers each architecture's adapters attach to. IA3 rescales keys/values and the
 # feed-forward activations (NT's recipe); LoRA adapts the attention and feed-forward projections.
@@ -144,7 +145,9 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
     cap = min(x for x in (cfg.max_train_examples, max_rows) if x) if (cfg.max_train_examples or max_rows) else None
     headline = HEADLINE[task.type]
     out = []
-    for k, ((_train_idx, test_idx), (fit_idx, val_idx)) in enumerate(zip(folds, splits, strict=True)):
+    fold_pairs = list(zip(folds, splits, strict=True))
+    for k, ((_train_idx, test_idx), (fit_idx, val_idx)) in enumerate(tracked(fold_pairs, f"finetune-{method}",
+                                                                              unit="folds")):
         torch.manual_seed(seed + k)
         rng = np.random.default_rng([seed, k])
         if cap and len(fit_idx) > cap:

@@ -1,4 +1,5 @@
-"""Evaluation outputs: results.json, results.csv, the per-layer probing plot and report.html.
+"""Evaluation outputs: results.json, results.csv, the per-layer probing plot, per-task confusion matrices
+and embedding maps, and report.html.
 
 Every task's scores carry the protocol they were obtained under (`k-fold CV`, or `fixed split (train N /
 validation M / test T, S seeds)`) in each of them -- the JSON, every CSV row, the report's heading -- so
@@ -14,6 +15,8 @@ import io
 import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from biofm.io.atomic import atomic_path, write_json, write_text
 from biofm.report.html import CSS
@@ -44,9 +47,14 @@ def plot_probing(results: dict[str, Any], dest: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), dpi=110, squeeze=False)
-    for ax, t in zip(axes[0], tasks, strict=True):
+    cols = min(len(tasks), 2)  # two panels a row: the page is 60em wide
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
+    for ax, t in zip(axes.flat, tasks, strict=False):
         metric = t["headline_metric"]
         for m in t["methods"]:
             if "per_layer" in m:
@@ -61,6 +69,7 @@ def plot_probing(results: dict[str, Any], dest: Path) -> bool:
             ax.axhline(b["summary"][metric]["mean"], color="black", ls="--", label=f"best baseline ({b['name']})")
         ax.set_title(t["task"])
         ax.set_xlabel("layer (0 = embeddings)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
         ax.set_ylabel(f"{metric} (mean ± s.d. over {'seeds' if t.get('seeds') else 'folds'})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -162,6 +171,13 @@ def verdict_table_html(results: dict[str, Any], folder: Path | None = None) -> s
         parts += [explanations_html(m) for m in t["methods"] if m.get("explanations")]
         if t.get("attributions"):
             parts.append(attributions_html(t, folder))
+        if t.get("confusion_png"):
+            parts.append("<h4>Confusion matrices (share of each true class, pooled over "
+                         f"{'seeds' if t.get('seeds') else 'folds'})</h4>"
+                         + _img(folder, t["confusion_png"], f"confusion matrices of {t['task']}"))
+        if (t.get("embedding_map") or {}).get("png"):
+            parts.append("<h4>The model's embeddings, coloured by label</h4>"
+                         + _img(folder, t["embedding_map"]["png"], f"embedding map of {t['task']}"))
     return "".join(parts)
 
 
@@ -186,10 +202,96 @@ def _nan0(x: float) -> float:
     return -math.inf if x != x else x
 
 
-def write_outputs(out: Path, results: dict[str, Any]) -> Path:
+def _safe(task: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw_confusion(t: dict[str, Any], dest: Path) -> None:
+    """Row-normalised confusion matrices (true class down, predicted across) of the best model method and the
+    best baseline side by side, each cell its share of the true class (the count when it fits)."""
+    plt = _pyplot()
+    mats = t["confusion"]
+    classes = t.get("classes") or [str(i) for i in range(len(mats[0]["matrix"]))]
+    k = len(classes)
+    size = min(6.0, 1.6 + 0.32 * k)
+    fig, axes = plt.subplots(1, len(mats), figsize=(size * len(mats) + 0.6, size + 0.4), dpi=100, squeeze=False)
+    for ax, c in zip(axes[0], mats, strict=True):
+        counts = np.asarray(c["matrix"], dtype=np.float64)
+        share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.6 else "black")
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=6 if k > 12 else 7)
+        ax.set_yticks(range(k), classes, fontsize=6 if k > 12 else 7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(c["method"], fontsize=9)
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def draw_embedding_map(t: dict[str, Any], labels: np.ndarray, dest: Path) -> None:
+    """The model's embeddings in 2-D (UMAP, else PCA) coloured by label."""
+    plt = _pyplot()
+    e = t["embedding_map"]
+    xy = np.asarray(e["xy"])
+    classes = t.get("classes") or [str(i) for i in range(int(labels.max()) + 1)]
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=100)
+    size = max(1.0, min(12.0, 4000 / max(len(xy), 1)))
+    for code, name in enumerate(classes):
+        mine = labels == code
+        if mine.any():
+            ax.scatter(xy[mine, 0], xy[mine, 1], s=size, color=cmap(code % cmap.N), label=name, linewidths=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"{t['task']}: {e['projection'].upper()} of layer {e['layer']} ({e['pooling']} pooling; the layer "
+                 f"{e['chosen_by']} chose most often)", fontsize=9)
+    ax.legend(fontsize=7, markerscale=max(1.0, 6 / size), loc="center left", bbox_to_anchor=(1.0, 0.5),
+              frameon=False, ncol=1 if len(classes) <= 18 else 2)
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _img(folder: Path | None, name: str | None, alt: str) -> str:
+    if folder is None or not name or not (folder / name).exists():
+        return ""
+    data = base64.b64encode((folder / name).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def write_outputs(out: Path, results: dict[str, Any], labels: dict[str, np.ndarray] | None = None) -> Path:
+    """Write results.json, results.csv, the PNGs and report.html into `out`; `labels` (task -> class codes)
+    colour the embedding maps, whose coordinates are drawn and then dropped from results.json."""
     from biofm.eval.explain import draw_attributions, png_name
 
     out.mkdir(parents=True, exist_ok=True)
+    for t in results["tasks"]:
+        if t.get("confusion"):
+            t["confusion_png"] = f"confusion-{_safe(t['task'])}.png"
+            draw_confusion(t, out / t["confusion_png"])
+        emap = t.get("embedding_map")
+        if emap is not None and "xy" in emap:
+            if labels is not None and t["task"] in labels:
+                emap["png"] = f"map-{_safe(t['task'])}.png"
+                draw_embedding_map(t, np.asarray(labels[t["task"]]), out / emap["png"])
+            del emap["xy"]
     for t in results["tasks"]:
         if t.get("attributions") and t["attributions"]["examples"]:
             t["attributions"]["png"] = png_name(t["task"])

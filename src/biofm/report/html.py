@@ -11,7 +11,7 @@ from biofm.io.atomic import write_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
-.ok{color:#060}.bad{color:#a00}pre{background:#f6f6f6;padding:1em;overflow:auto}"""
+.ok{color:#060}.bad{color:#a00}pre{background:#f6f6f6;padding:1em;overflow:auto}img{max-width:100%;height:auto}"""
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:

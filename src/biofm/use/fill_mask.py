@@ -45,7 +45,7 @@ def fill_mask(model_path: str | Path, sequence: str, top_k: int = 5, modality: s
     with torch.inference_mode(), autocast(model.device):
         x = input_ids.to(model.device)
         logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0]
-    logits = logits[:, : len(tok)].float().cpu()
+    logits = logits[:, : len(tok)].float().cpu().clone()  # (a normal tensor: edited below)
     logits[:, tok.all_special_ids] = float("-inf")  # a masked position is never a special token
     probs = logits.softmax(-1)
     out = []

@@ -3,8 +3,8 @@
 All layers come from one forward pass (output_hidden_states), pooled by `biofm.models.mlm.pool_layers`
 (mean over real tokens, and the <cls> or last token). `cached_layers` is the one cache for every
 modality's embeddings (sequences here, cells and peaks in their packages): the key hashes the model's
-weight files, the inputs and the settings, so a changed model or task misses the cache and a rerun
-does not recompute.
+weight files and config, the tokenizer (sequences), the inputs and the settings, so a changed model,
+tokenizer or task misses the cache and a rerun does not recompute.
 """
 
 from __future__ import annotations
@@ -28,8 +28,22 @@ from biofm.progress import progress
 
 
 def weights_fingerprint(model_dir: Path) -> str:
-    """Size/mtime/content stamp of a model folder's weight files."""
-    return "|".join(file_fingerprint(f) for f in sorted(Path(model_dir).glob("*.safetensors")))
+    """Size/mtime/content stamp of a model folder's weight files and its config.json."""
+    files = [*sorted(Path(model_dir).glob("*.safetensors")), Path(model_dir) / "config.json"]
+    return "|".join(file_fingerprint(f) for f in files if f.is_file())
+
+
+def tokenizer_fingerprint(tok: Any) -> str:
+    """A hash of everything that decides a tokenizer's ids: the full serialisation of a fast tokenizer, else
+    its class and vocabulary. Published tokenizers may live outside the model folder (../tokenizer, a
+    vocab.txt), so the weights' stamp alone would not notice a changed one."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        text = backend.to_str()
+    else:
+        vocab = tok.get_vocab() if hasattr(tok, "get_vocab") else dict(getattr(tok, "vocab", {}))
+        text = json.dumps([type(tok).__name__, sorted((str(k), int(v)) for k, v in vocab.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def cached_layers(kind: str, model_dir: Path, key_parts: list[Any], compute: Callable[[], dict[str, np.ndarray]],
@@ -120,4 +134,5 @@ def cached_embeddings(
                                     batch_size=batch_size)
 
     text = "\0".join(inputs).encode()
-    return cached_layers("emb", model_dir, [max_tokens, long_mode, text], compute, {"n": len(inputs)}, cache_dir)
+    return cached_layers("emb", model_dir, [max_tokens, long_mode, tokenizer_fingerprint(tok), text], compute,
+                         {"n": len(inputs)}, cache_dir)

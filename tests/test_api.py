@@ -1,5 +1,7 @@
 """biofm from a notebook: pretrain → evaluate → embed through the Python API, and the same numbers as the CLI."""
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -121,3 +123,12 @@ def test_embed_anndata_in_place_or_as_a_copy_like_the_cli(tmp_path):
     bad.X = bad.X * 0.5  # no longer counts
     with pytest.raises(BiofmError, match="non-integer values"):
         api.embed(bad, run)
+
+
+def test_default_output_folder_beside_a_run_or_named_after_a_hub_id(dna_run):
+    from biofm.api import evaluate_config
+
+    run = dna_run[1]
+    assert Path(evaluate_config(run.path / "model", ["promoter"]).out) == run.path / "eval"
+    assert evaluate_config("InstaDeepAI/nucleotide-transformer-500m-human-ref", ["promoter"]).out == \
+        "eval-InstaDeepAI_nucleotide-transformer-500m-human-ref"

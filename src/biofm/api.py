@@ -111,7 +111,10 @@ def evaluate_config(model: str | Path | Run | None, tasks: str | Sequence[str], 
         data["out"] = str(out)
     elif "out" not in data and model is not None:
         where = Path(model)
-        data["out"] = str((where.parent if where.name == "model" else where) / "eval")
+        if where.exists():
+            data["out"] = str((where.parent if where.name == "model" else where) / "eval")
+        else:  # a cached Hub id (org/name): results go to ./eval-org_name, not into a folder named like it
+            data["out"] = f"eval-{str(model).replace('/', '_')}"
     data = cfgmod.apply_overrides(data, [*set_, *overrides_from(overrides)])
     cfg = cfgmod.build(EvaluateConfig, data, str(config) if isinstance(config, (str, Path)) else "evaluate options")
     if not cfg.tasks:
@@ -143,7 +146,7 @@ def evaluate(model: str | Path | Run | None, tasks: str | Sequence[str], *, out:
 def embed(data: Any, model: str | Path | Run, *, key_added: str = "X_biofm", layer: int = -1,
           pooling: str = "mean", copy: bool = False, batch_size: int = 64, layer_name: str | None = None,
           gene_column: str | None = None, modality: str | None = None, long_sequences: str = "error",
-          device: str = "auto") -> Any:
+          device: str = "auto", allow_pickle: bool = False) -> Any:
     """Embeddings from a biofm model.
 
     - an AnnData (cell model): `obsm[key_added]` (mean-pooled) and `obsm[key_added + "_cls"]` of `layer`
@@ -155,18 +158,19 @@ def embed(data: Any, model: str | Path | Run, *, key_added: str = "X_biofm", lay
     `model` may be a published checkpoint folder or a cached Hub id (`InstaDeepAI/...`); `modality` overrides
     the modality inferred from the folder. Sequences longer than the model's context are an error unless
     `long_sequences` is "truncate" or "windows" (as in evaluation). `device`: auto | cpu | cuda | mps.
+    `allow_pickle` reads a published model's pickled files (Geneformer's dictionaries): only files you trust.
     """
     from biofm.models.device import on_device
 
     with on_device(device):
         return _embed(data, model, key_added=key_added, layer=layer, pooling=pooling, copy=copy,
                       batch_size=batch_size, layer_name=layer_name, gene_column=gene_column, modality=modality,
-                      long_sequences=long_sequences)
+                      long_sequences=long_sequences, allow_pickle=allow_pickle)
 
 
 def _embed(data: Any, model: str | Path | Run, *, key_added: str, layer: int, pooling: str, copy: bool,
            batch_size: int, layer_name: str | None, gene_column: str | None, modality: str | None,
-           long_sequences: str) -> Any:
+           long_sequences: str, allow_pickle: bool) -> Any:
     from biofm.modality import get as get_modality
     from biofm.models.load import model_modality, resolve_model_dir
 
@@ -175,7 +179,7 @@ def _embed(data: Any, model: str | Path | Run, *, key_added: str, layer: int, po
         verb = get_modality(model_modality(model_dir, modality)).verb("embed_adata")
         target = data.copy() if copy else data
         verb(model_dir, target, key_added=key_added, layer=layer, layer_name=layer_name, gene_column=gene_column,
-             batch_size=batch_size)
+             batch_size=batch_size, **({"allow_pickle": True} if allow_pickle else {}))
         return target if copy else None
     from biofm.use.embed import sequence_embeddings
 
@@ -185,7 +189,7 @@ def _embed(data: Any, model: str | Path | Run, *, key_added: str, layer: int, po
         _, seqs = get_modality(model_modality(model_dir, modality)).verb("read_sequences")(resolve(str(data)))
     else:
         seqs = [str(s) for s in data]
-    emb = sequence_embeddings(model_dir, seqs, batch_size=batch_size, modality=modality,
+    emb = sequence_embeddings(model_dir, seqs, batch_size=batch_size, modality=modality, allow_pickle=allow_pickle,
                               long_sequences=long_sequences, source=data if isinstance(data, (str, Path)) else "input")
     if pooling == "cls" and "cls" not in emb:
         pooling = "last"  # a causal model's summary token is its last

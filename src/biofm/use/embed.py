@@ -23,13 +23,14 @@ LONG_SEQUENCES = ("error", "truncate", "windows")
 
 def sequence_embeddings(model_path: str | Path, seqs: list[str], *, batch_size: int = 16,
                         max_tokens: int | None = None, modality: str | None = None, long_sequences: str = "error",
-                        source: object = "input") -> dict[str, np.ndarray]:
+                        source: object = "input", allow_pickle: bool = False) -> dict[str, np.ndarray]:
     """{"mean": [n, n_layers + 1, hidden], "cls" (or "last" for causal models): ...} for raw sequences or
     texts, through the evaluation's embedding pass (length-sorted batches, every layer in one pass), tokenised
     as the model was published (NT-v1 6-mers, DNABERT overlapping k-mers, BPE, ...)."""
     if long_sequences not in LONG_SEQUENCES:
         raise BiofmError(f"long_sequences {long_sequences!r}: expected one of {', '.join(LONG_SEQUENCES)}")
-    model, tok = load_for_embedding(model_path, modality=model_modality(model_path, modality))
+    model, tok = load_for_embedding(model_path, modality=model_modality(model_path, modality),
+                                    allow_pickle=allow_pickle)
     if not isinstance(tok, PreTrainedTokenizerBase):  # e.g. Geneformer's gene dictionaries
         raise BiofmError(f"{model_path}: this model embeds cells, not sequences; give an .h5ad (or an AnnData)")
     limit = max_tokens or context_length(model.config)

@@ -148,7 +148,7 @@ rc=0; "$BIOFM" doctor --json dna > doctor.json || rc=$?  # 1 = "not learning" af
 [[ $rc -le 1 ]] && "$PY" -c 'import json; print("  verdict:", json.load(open("doctor.json"))["verdict"])'
 step "biofm fill-mask / embed"
 "$BIOFM" fill-mask --model dna --sequence 'ACGTAC<mask>TTGA' --top-k 2 | tail -n 3
-"$BIOFM" embed --model dna --input g.fa --out emb.npy
+"$BIOFM" embed --model dna --input g.fa --out emb.npy --long-sequences windows
 "$PY" -c 'import numpy as np; e = np.load("emb.npy"); assert e.ndim == 3 and e.shape[0] == 3, e.shape'
 step "biofm evaluate (DNA: probe, IA3 fine-tuning, k-mer baseline)"
 "$BIOFM" evaluate --model dna --task motif.yaml --out ev --folds 2 --set 'probes.kinds=[logreg]' \

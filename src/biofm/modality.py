@@ -45,6 +45,10 @@ class Modality:
     demo_run_dir: str
     # model uses that only this modality has (e.g. DNA's score_variants): verb -> "module:function"
     verbs: dict[str, str] = field(default_factory=dict)
+    # the model card's Hugging Face pipeline_tag: None = by architecture (fill-mask, or text-generation for
+    # causal models); "feature-extraction" for inputs that are not text (cells, peaks): embeddings are
+    # what such a model is for
+    pipeline_tag: str | None = None
 
     def resolve(self, ref: str) -> Any:
         module, _, attr = ref.partition(":")

@@ -77,6 +77,9 @@ def test_saved_model_loads_with_stock_transformers(run):
         assert (model_dir / f).exists(), f
     info = json.loads((model_dir / "biofm_cell.json").read_text())
     assert info["mode"] == "gene_value" and info["main"] == "value_ordinal"
+    # the card: cells are not text, so the Hub's pipeline is feature extraction, not fill-mask
+    front = yaml.safe_load((model_dir / "README.md").read_text().split("---")[1])
+    assert front["pipeline_tag"] == "feature-extraction" and "cells" in front["tags"]
 
 
 def test_embed_h5ad_writes_a_new_file_and_leaves_the_input(run):

@@ -45,3 +45,18 @@ def test_diverging_on_nan_and_on_rising_loss():
 def test_plateaued():
     d = diagnose({**BASE, "eval_gain_se": 0.001}, _rows([1.30, 1.20, 1.20, 1.20, 1.20, 1.20]))
     assert d.verdict == PLATEAUED
+
+
+def test_each_further_objective_is_reported_against_its_own_baseline():
+    from biofm.health.doctor import diagnose
+
+    comps = {"cross_rna": {"loss": 0.41, "baseline": 0.40, "gain": -0.01, "gain_se": 0.001, "targets": 5000},
+             "masked_protein": {"loss": 1.40, "baseline": 1.50, "gain": 0.10, "gain_se": 0.01, "targets": 900}}
+    metrics = {"retrieval_accuracy": {"value": 0.17, "chance": 0.03, "items": 256}}
+    rows = [{"step": s, "loss": 2.0 - s / 100, "eval_loss": 1.0 - s / 1000, "baseline_reference": "unigram",
+             "baseline_unigram": 1.2, "eval_gain_se": 0.001, "components": comps, "metrics": metrics}
+            for s in (10, 20)]
+    facts = diagnose({}, rows).facts
+    assert "objective cross_rna: 0.4100 against its baseline 0.4000: NOT below it by -0.0100" in " ".join(facts)
+    assert any(f.startswith("objective masked_protein: 1.4000 against its baseline 1.5000: below") for f in facts)
+    assert "retrieval accuracy 0.1700 against chance 0.0300 (256 items)" in facts

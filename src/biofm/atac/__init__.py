@@ -15,4 +15,5 @@ MODALITY = Modality(
     demo="biofm.atac.demo",
     demo_run_dir="runs/demo-atac",
     verbs={"embed_h5ad": "biofm.atac.embed:embed_h5ad"},
+    pipeline_tag="feature-extraction",
 )

@@ -30,14 +30,13 @@ without context can know; for masked patches every peak of a hidden patch is a t
 itself is the answer. With contrastive as the only objective the reference is `chance`, log(2B - 1) per
 view, so `biofm doctor` calls a run whose loss sits there "not below the context-free baseline".
 
-The shared trainer logs only the main loss and the baselines; view-retrieval accuracy (against
-1/(2B-1)) of every honest evaluation is written to `atac_eval.jsonl` in the run folder, and also
-returned under `metric/` keys for a trainer that records them.
+At each honest evaluation the objectives that are not the main one come back as `component/NAME` beside
+their baselines, and view-retrieval accuracy as `metric/retrieval_accuracy` against chance 1/(2B-1): the
+trainer records them in metrics.jsonl and summary.json, and `biofm doctor` prints each.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -66,14 +65,13 @@ ADVICE = {
         "encoder (every view the same vector): use a warmup (train.warmup_steps), gradient clipping "
         "(train.grad_clip=1.0) and a lower train.lr",
         "add a masked objective (masked_peak, or masked_patch for patch_cnn): per-peak targets cannot collapse",
-        "atac_eval.jsonl in the run folder has the view-retrieval accuracy against chance 1/(2B - 1)",
+        "the doctor's retrieval-accuracy line compares view retrieval with chance 1/(2B - 1)",
     ),
     "masked_peak": ("keep objectives.peak_prior=true: each query then starts at its peak's own rate",),
     "masked_patch": ("keep objectives.peak_prior=true: each peak then starts at its own rate",),
 }
 HEADS_FILE = "biofm_atac_heads.safetensors"
 ATAC_FILE = "biofm_atac.json"
-EVAL_LOG = "atac_eval.jsonl"
 _STREAM_MASK, _STREAM_VIEWS = 1, 2
 # one more forward pass of a length group costs about this many padded tokens (see `length_groups`)
 GROUP_OVERHEAD_TOKENS = 1024
@@ -185,22 +183,11 @@ class AtacObjective(Objective):
         for p in model.cls.parameters():
             if p is not tied:
                 p.requires_grad_(False)
-        # the record of honest evaluations (view retrieval); see the module docstring
-        self.eval_log: Path | None = None
-        self.accum_steps = 1
-        self.step_offset = 0
-        self._train_forwards = 0
-        self._eval_sums = np.zeros(5)  # views, loss, hits, chance loss, chance accuracy
 
     # ---- contrastive -----------------------------------------------------------------------------
     def _contrastive(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = F.normalize(self.projection(pooled).float(), dim=-1)  # [2B, P]
-        loss, hits = info_nce(z, self.temperature)
-        if not self.training:
-            n = len(loss)
-            self._eval_sums += np.array([n, float(loss.sum()), float(hits.sum()), n * math.log(max(n - 1, 1)),
-                                         n / max(n - 1, 1)])
-        return loss, hits
+        return info_nce(z, self.temperature)
 
     @staticmethod
     def _chance(loss: torch.Tensor) -> torch.Tensor:
@@ -215,28 +202,6 @@ class AtacObjective(Objective):
             a.append(dropout_view(cell, self.view_dropout, rng))
             b.append(dropout_view(cell, self.view_dropout, rng))
         return a + b
-
-    # ---- the eval record ---------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> AtacObjective:
-        """The trainer switches to train mode after each honest evaluation: write its retrieval record."""
-        if mode and self._eval_sums[0] > 0:
-            self._flush_eval()
-        return super().train(mode)
-
-    def _count_step(self) -> None:
-        if self.training:
-            self._train_forwards += 1
-
-    def _flush_eval(self) -> None:
-        n, loss, hits, chance_loss, chance_acc = self._eval_sums.tolist()
-        self._eval_sums[:] = 0
-        if self.eval_log is None or not _is_main_process():
-            return
-        row = {"step": self.step_offset + self._train_forwards // max(self.accum_steps, 1), "views": int(n),
-               "contrastive_loss": loss / n, "chance_loss": chance_loss / n,
-               "retrieval_accuracy": hits / n, "chance_accuracy": chance_acc / n}
-        with self.eval_log.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
 
     # ---- saving ----------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -266,14 +231,6 @@ class AtacObjective(Objective):
             raise BiofmError(f"{file}: heads do not match the objective ({', '.join(odd[:3])}"
                              f"{' ...' if len(odd) > 3 else ''})")
         self.load_state_dict(heads, strict=False)  # the encoder came from model.safetensors above
-        name = Path(path).parent.name  # checkpoints/step-N/model: the eval record continues at step N
-        if name.startswith("step-") and name[5:].isdigit():
-            self.step_offset, self._train_forwards = int(name[5:]), 0
-
-
-def _is_main_process() -> bool:
-    return not torch.distributed.is_available() or not torch.distributed.is_initialized() or \
-        torch.distributed.get_rank() == 0
 
 
 def length_groups(lengths: np.ndarray, overhead: int = GROUP_OVERHEAD_TOKENS) -> list[np.ndarray]:
@@ -401,7 +358,6 @@ class PeakTokenObjective(AtacObjective):
         m{g}_target_flat [n] (b * L + position of each query), _target_query [b, Q], _target_slot [n],
           _target_peaks [n] (peak index), _target_labels [n] (1.0 accessible, 0.0 not), when g has queries;
         v{g}_... the same inputs for the contrastive views (rows index the 2B views: all A, then all B)."""
-        self._count_step()
         losses: dict[str, torch.Tensor] = {}
         out: dict[str, torch.Tensor] = {}
         peaks_all, labels_all = [], []
@@ -432,8 +388,13 @@ class PeakTokenObjective(AtacObjective):
             views[torch.cat(order)] = stacked  # back to the batch's view order: [2B, H]
             losses["contrastive"], hits = self._contrastive(views)
             out["metric/retrieval_accuracy"] = hits.float()
+            out["metric_chance/retrieval_accuracy"] = torch.full_like(hits, 1.0 / max(len(hits) - 1, 1),
+                                                                      dtype=torch.float32)
         if not per_token:
             return {k: v.sum() for k, v in losses.items()}
+        for name, loss in losses.items():  # the other objectives, each against its own baseline
+            if name != self.main and name == "contrastive":
+                out["component/contrastive"], out["component_baseline/contrastive"] = loss, self._chance(loss)
         out["loss"] = losses[self.main]
         if self.main == "contrastive":
             out["baseline/chance"] = self._chance(out["loss"])
@@ -530,7 +491,6 @@ class PatchObjective(AtacObjective):
         views: torch.Tensor | None = None,  # [2B, N] two dropout views per cell
         per_token: bool = False,
     ) -> dict[str, torch.Tensor]:
-        self._count_step()
         losses: dict[str, torch.Tensor] = {}
         out: dict[str, torch.Tensor] = {}
         if "masked_patch" in self.components:
@@ -543,8 +503,13 @@ class PatchObjective(AtacObjective):
             pooled = hv[:, 0] if self.pooling == "cls" else hv[:, 1:].mean(1)
             losses["contrastive"], hits = self._contrastive(pooled)
             out["metric/retrieval_accuracy"] = hits.float()
+            out["metric_chance/retrieval_accuracy"] = torch.full_like(hits, 1.0 / max(len(hits) - 1, 1),
+                                                                      dtype=torch.float32)
         if not per_token:
             return {k: v.sum() for k, v in losses.items()}
+        for name, loss in losses.items():  # the other objectives, each against its own baseline
+            if name != self.main and name == "contrastive":
+                out["component/contrastive"], out["component_baseline/contrastive"] = loss, self._chance(loss)
         out["loss"] = losses[self.main]
         if self.main == "contrastive":
             out["baseline/chance"] = self._chance(out["loss"])

@@ -19,13 +19,13 @@ import scipy.sparse as sp
 from pydantic import Field, model_validator
 
 from biofm.atac.config import AtacDataConfig, AtacPatchConfig, AtacTokenizerConfig
-from biofm.atac.objectives import EVAL_LOG, PatchObjective, PeakTokenObjective, query_logit, rate_logit
+from biofm.atac.objectives import PatchObjective, PeakTokenObjective, query_logit, rate_logit
 from biofm.atac.tokenize import N_TOKEN_TYPES, SPECIAL_TOKENS, PeakVocab, aligned_binary, budget
 from biofm.config import Schema
 from biofm.errors import BiofmError
 from biofm.models.presets import Preset
 from biofm.pretrain import Prepared, PretrainBase, new_model
-from biofm.train.loop import Layout, TrainData
+from biofm.train.loop import TrainData
 
 DESIGN_COMPONENT = {"peak_tokens": "masked_peak", "patch_cnn": "masked_patch"}
 
@@ -238,10 +238,6 @@ def prepare(cfg: AtacPretrainConfig, preset: Preset, block: int) -> Prepared:
         rows_train, rows_val = PeakRows(X[train], None, train), PeakRows(X[val], None, val)
     if cfg.model.init_from:
         _continue_heads(objective, cfg.model.init_from)
-    from accelerate import PartialState
-
-    objective.eval_log = cfg.resolved_run_dir() / EVAL_LOG
-    objective.accum_steps = Layout.derive(cfg.train, PartialState().num_processes, seq_len).accum
     data = TrainData(train=rows_train, eval=rows_val, seq_len=seq_len)
     return Prepared(vocab, objective, data, meta)
 

@@ -18,4 +18,5 @@ MODALITY = Modality(
            "published_family": "biofm.cells.geneformer:published_family",
            "published_tokenizer": "biofm.cells.geneformer:published_tokenizer",
            "published_embeddings": "biofm.cells.geneformer:task_embeddings"},
+    pipeline_tag="feature-extraction",
 )

@@ -56,6 +56,21 @@ def _baseline(summary: dict[str, Any], evals: list[dict[str, Any]], name: str) -
     return float(evals[-1][key]) if evals and key in evals[-1] else float("nan")
 
 
+def part_facts(components: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per further objective, each on its own held-out targets against its own context-free
+    baseline (the verdict is about the main one), and one per rate against its chance level."""
+    out = []
+    for name, c in components.items():
+        below = c["gain"] > max(3 * c["gain_se"], 1e-3 * abs(c["baseline"]))
+        out.append(f"objective {name}: {c['loss']:.4f} against its baseline {c['baseline']:.4f}: "
+                   f"{'below' if below else 'NOT below'} it by {c['gain']:+.4f} (s.e. {c['gain_se']:.4f}, "
+                   f"{c['targets']:,} targets)")
+    for name, m in metrics.items():
+        chance = f" against chance {m['chance']:.4f}" if m.get("chance") is not None else ""
+        out.append(f"{name.replace('_', ' ')} {m['value']:.4f}{chance} ({m['items']:,} items)")
+    return out
+
+
 def diagnose(summary: dict[str, Any], rows: list[dict[str, Any]]) -> Diagnosis:
     losses = [r["loss"] for r in rows if "loss" in r]
     evals = [r for r in rows if "eval_loss" in r]
@@ -88,6 +103,8 @@ def diagnose(summary: dict[str, Any], rows: list[dict[str, Any]]) -> Diagnosis:
         line += f", {o.replace('_', ' ')} baseline {_baseline(summary, evals, o):.4f}"
     facts.append(line)
     facts.append(f"gain over the {ref} baseline {gain:+.4f} (standard error {se:.4f})")
+    facts += part_facts(summary.get("components") or evals[-1].get("components") or {},
+                        summary.get("metrics") or evals[-1].get("metrics") or {})
     if not math.isfinite(uniform):
         uniform = max(reference, best) * 4 + 1.0  # regression losses have no log(V): only the curve tests apply
     tail = losses[len(losses) // 2:] if losses else []

@@ -69,9 +69,7 @@ def model_card(run_dir: Path, summary: dict[str, Any], diagnosis: dict[str, Any]
     modality = config.get("modality", "dna")
     m = get_modality(modality)
     causal = model_config.get("model_type") in ("gpt2", "llama")
-    # a modality whose inputs are not text (cells, peaks) explains its inputs (`card_usage`): embeddings
-    # are what such a model is for, not filling masks in a string
-    pipeline = "feature-extraction" if "card_usage" in m.verbs else PIPELINE["causal" if causal else "masked"]
+    pipeline = m.pipeline_tag or PIPELINE["causal" if causal else "masked"]
     front: dict[str, Any] = {
         "library_name": "transformers",
         # the weights derive from their training data: see each dataset's licence (`biofm data show NAME`)

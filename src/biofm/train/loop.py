@@ -80,6 +80,11 @@ class EvalResult:
     count: int
     gain_se: float  # standard error of the per-target (reference - model) difference
     units: float  # total units (bases, characters) covered by the targets; 0 if not counted
+    # every objective beside the main one, each on its own honest targets against its own baseline:
+    # name -> {loss, baseline, gain, gain_se, targets} (from the objective's `component/NAME` outputs)
+    components: dict[str, dict[str, float]] = field(default_factory=dict)
+    # per-item rates such as cross-modal retrieval accuracy: name -> {value, chance, items}
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def per_unit_bits(self, nats: float) -> float:
         return nats * self.count / max(self.units, 1e-9) / math.log(2)
@@ -236,6 +241,8 @@ class Trainer:
         n = min(len(self.data.eval), self.cfg.eval_max_blocks)
         mine = np.arange(self.acc.process_index, n, self.acc.num_processes)  # uneven split, no padding
         names: list[str] | None = None
+        comps: list[str] = []
+        metrics: list[str] = []
         totals = torch.zeros(0, dtype=torch.float64, device=self.device)
         bs = self.layout.micro * 2
         n_batches = math.ceil(n / (self.acc.num_processes * bs)) if n else 0
@@ -247,9 +254,12 @@ class Trainer:
                 out = self.objective(**batch.tensors, per_token=True)
             loss = out["loss"].double()
             base = {k.split("/", 1)[1]: v.double() for k, v in out.items() if k.startswith("baseline/")}
-            if names is None:
+            if names is None:  # the first batch names them: every rank scores the same objective
                 names = sorted(base)
-                totals = torch.zeros(4 + 3 * len(names), dtype=torch.float64, device=self.device)
+                comps = sorted(k.split("/", 1)[1] for k in out if k.startswith("component/"))
+                metrics = sorted(k.split("/", 1)[1] for k in out if k.startswith("metric/"))
+                totals = torch.zeros(4 + 3 * len(names) + 5 * len(comps) + 3 * len(metrics),
+                                     dtype=torch.float64, device=self.device)
             weight = 1.0 if len(idx) else 0.0
             units = out["units"].double().sum() if "units" in out else torch.zeros((), dtype=torch.float64,
                                                                                    device=self.device)
@@ -258,6 +268,16 @@ class Trainer:
             for name in names:
                 d = base[name] - loss
                 parts += [base[name].sum(), d.sum(), (d * d).sum()]
+            for name in comps:  # [n] per-target losses and their baselines
+                c, cb = out[f"component/{name}"].double(), out[f"component_baseline/{name}"].double()
+                d = cb - c
+                parts += [c.sum(), cb.sum(), torch.tensor(float(c.numel()), device=self.device,
+                                                          dtype=torch.float64), d.sum(), (d * d).sum()]
+            for name in metrics:  # [n] per-item values (hits), and chance per item when the objective gives it
+                v = out[f"metric/{name}"].double()
+                chance = out.get(f"metric_chance/{name}")
+                parts += [v.sum(), chance.double().sum() if chance is not None else v.sum() * float("nan"),
+                          torch.tensor(float(v.numel()), device=self.device, dtype=torch.float64)]
             totals += weight * torch.stack(parts)
         totals = self._sum_all(totals)
         self.objective.train()
@@ -271,9 +291,23 @@ class Trainer:
             if name == self.reference:
                 mean_d = d / count
                 gain_se = math.sqrt(max(d2 / count - mean_d**2, 0.0) / count)
+        at = 4 + 3 * len(names or [])
+        components: dict[str, dict[str, float]] = {}
+        for name in comps if names is not None else []:
+            c, cb, n, d, d2 = values[at:at + 5]
+            at += 5
+            n = max(n, 1.0)
+            components[name] = {"loss": c / n, "baseline": cb / n, "gain": d / n,
+                                "gain_se": math.sqrt(max(d2 / n - (d / n) ** 2, 0.0) / n), "targets": int(n)}
+        found: dict[str, dict[str, float]] = {}
+        for name in metrics if names is not None else []:
+            v, chance, n = values[at:at + 3]
+            at += 3
+            found[name] = {"value": v / max(n, 1.0), "chance": chance / max(n, 1.0) if math.isfinite(chance) else None,
+                           "items": int(n)}
         return EvalResult(loss=(values[0] if values else float("nan")) / count, baselines=baselines,
                           reference=self.reference, count=int(count), gain_se=gain_se,
-                          units=values[2] if values else 0.0)
+                          units=values[2] if values else 0.0, components=components, metrics=found)
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def checkpoint_dir(self) -> Path:
@@ -491,6 +525,10 @@ class Trainer:
                                "eval_gain": ev.baselines.get(ev.reference, float("nan")) - ev.loss,
                                "eval_gain_se": ev.gain_se}
         out.update({f"baseline_{name}": value for name, value in ev.baselines.items()})
+        if ev.components:
+            out["components"] = ev.components
+        if ev.metrics:
+            out["metrics"] = ev.metrics
         if self.main == "clm":  # exp(total NLL / total predicted tokens), never a mean of batch perplexities
             out["perplexity"] = math.exp(min(ev.loss, 700.0))
             out["unigram_perplexity"] = math.exp(min(ev.baselines.get("unigram", float("nan")), 700.0))

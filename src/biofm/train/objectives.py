@@ -38,7 +38,13 @@ class Batch:
 
 
 class Objective(nn.Module):
-    """Base class. Subclasses set `components` (name -> weight), `main`, `reference`, `loss_unit`."""
+    """Base class. Subclasses set `components` (name -> weight), `main`, `reference`, `loss_unit`.
+
+    `forward(..., per_token=True)` (the honest evaluation) returns "loss" [n] for the main component and
+    "baseline/NAME" [n] on the same targets; optionally, for objectives of several parts, every other part
+    on its own targets as "component/NAME" [m] with "component_baseline/NAME" [m], and per-item rates as
+    "metric/NAME" [k] (e.g. retrieval hits) with "metric_chance/NAME" [k]. The trainer sums each over
+    batches and ranks; `biofm doctor` reports each part against its own baseline."""
 
     components: dict[str, float]
     main: str  # the component the health verdict is about

@@ -60,3 +60,14 @@ def test_each_further_objective_is_reported_against_its_own_baseline():
     assert "objective cross_rna: 0.4100 against its baseline 0.4000: NOT below it by -0.0100" in " ".join(facts)
     assert any(f.startswith("objective masked_protein: 1.4000 against its baseline 1.5000: below") for f in facts)
     assert "retrieval accuracy 0.1700 against chance 0.0300 (256 items)" in facts
+
+
+def test_a_weighted_sum_of_objectives_is_not_read_as_divergence():
+    from biofm.health.doctor import LEARNING, diagnose
+
+    # loss = masked + cross + contrastive (about 2.2), while the verdict is about cross (about 0.17)
+    rows = [{"step": s, "loss": 2.2, "loss_cross": 0.17 - s / 1e4, "eval_loss": 0.169 - s / 1e4,
+             "baseline_reference": "per_feature", "baseline_per_feature": 0.175, "eval_gain_se": 0.0002}
+            for s in (100, 200, 300)]
+    summary = {"objective": {"main": "cross", "components": {"masked": 1, "cross": 1, "contrastive": 0.5}}}
+    assert diagnose(summary, rows).verdict == LEARNING

@@ -72,7 +72,10 @@ def part_facts(components: dict[str, dict[str, Any]], metrics: dict[str, dict[st
 
 
 def diagnose(summary: dict[str, Any], rows: list[dict[str, Any]]) -> Diagnosis:
-    losses = [r["loss"] for r in rows if "loss" in r]
+    # the training curve of the component the verdict is about: with several objectives `loss` is their
+    # weighted sum, on another scale than the main one's eval loss and its baselines
+    main = (summary.get("objective") or {}).get("main")
+    losses = [r.get(f"loss_{main}", r["loss"]) for r in rows if "loss" in r]
     evals = [r for r in rows if "eval_loss" in r]
     ref = summary.get("baseline_reference") or (evals[-1].get("baseline_reference") if evals else None) or "unigram"
     uniform = _baseline(summary, evals, "uniform")

@@ -9,7 +9,7 @@ A task is a shipped name (`snareseq-celltypes`, `snareseq-celltypes-2000`, `teas
     label_column: cell_type
     batch_column: batch                      # optional
     max_cells: null                          # a seeded random subset of the labelled cells
-    min_cells_per_class: 0
+    min_cells_per_class: 0                   # classes with fewer cells (after the subset) are dropped
 
 or a bare `file.h5mu:label` / `dataset:NAME:label` of a multiome dataset. Labels come from the MuData's
 joint obs (else the first modality's); cells without a label are dropped and reported. Inputs are the
@@ -141,15 +141,15 @@ def load_multiome_task(spec_text: str | Path) -> Task:
         print(f"[{spec.name}] {int((~keep).sum())} cell(s) without a {spec.label_column} dropped", file=sys.stderr)
     rows = np.flatnonzero(keep)
     texts = labels.astype(str).to_numpy()
-    if spec.min_cells_per_class:
+    if spec.max_cells is not None and spec.max_cells < len(rows):
+        rows = np.sort(np.random.default_rng(0).choice(rows, spec.max_cells, replace=False))
+    if spec.min_cells_per_class:  # after the subset: the classes too rare to score in what is evaluated
         names, counts = np.unique(texts[rows], return_counts=True)
         rare = set(names[counts < spec.min_cells_per_class].tolist())
         if rare:
             print(f"[{spec.name}] classes under {spec.min_cells_per_class} cells dropped: {', '.join(sorted(rare))}",
                   file=sys.stderr)
             rows = rows[~np.isin(texts[rows], list(rare))]
-    if spec.max_cells is not None and spec.max_cells < len(rows):
-        rows = np.sort(np.random.default_rng(0).choice(rows, spec.max_cells, replace=False))
     codes, classes = class_codes(texts[rows].tolist(), text, f"obs column {spec.label_column!r}")
     meta: dict[str, Any] = {"modality": "multiome", "h5mu": h5mu, "h5ad": h5ad, "modalities": modalities,
                             "roles": roles, "label_column": spec.label_column, "n_cells": len(rows)}

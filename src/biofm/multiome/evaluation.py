@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 console = Console(stderr=True, markup=False, highlight=False)
 
+# the evaluation report draws this modality's classification tasks as a 2-D map of the embeddings
+EMBEDDING_MAP = True
+
 
 def shipped_tasks() -> list[str]:
     from biofm.multiome.tasks import SHIPPED

@@ -54,8 +54,10 @@ smoke-wheel: $(STAMP)
 test-lowest: $(STAMP)
 	scripts/smoke_wheel.sh lowest
 
+# Every CPU benchmark against its standard recipe (about 20 minutes on 2 cores): one JSON per benchmark and
+# the machine's description in bench/results/, then the README's performance table regenerated from them.
 bench: $(STAMP)
-	$(PY) bench/tokenize.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .cache runs

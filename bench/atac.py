@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from biofm.atac.objectives import PeakTokenObjective  # noqa: E402
 from biofm.models.presets import get_preset  # noqa: E402
-from biofm.pretrain import build_config_for  # noqa: E402
+from biofm.pretraining import build_config_for  # noqa: E402
 from biofm.train.objectives import Batch  # noqa: E402
 
 

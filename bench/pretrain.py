@@ -23,7 +23,9 @@ The first `--warmup` steps of each side are not timed; a side's figure is the me
 rates, and the sides alternate in `--rounds` rounds whose median ratio is reported.
 With `--json` the last line is one JSON object
 with `fixed_ratio` and `variable_ratio` (biofm / Hugging Face, for the `--shape` given, or `small` when
-both are run) and the per-shape figures.
+both are run), `mfu_cpu` (biofm's achieved training FLOP/s on fixed blocks of that shape, 6N + 12 x
+layers x hidden x 512 per token, over this machine's fp32 peak: the best large GEMM timed in the same
+run, `gemm_peak_gflops`) and the per-shape figures. `--quick` is a seconds-long smoke run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 # bench/ holds tokenize.py, which would shadow the stdlib module of that name: drop bench/ from the path.
 _HERE = str(Path(__file__).resolve().parent)
 sys.path[:] = [p for p in sys.path if (str(Path(p).resolve()) if p else "") != _HERE]
+sys.path.append(_HERE)  # after the stdlib: `_common` is found, bench/tokenize.py shadows nothing
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -49,6 +52,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import _common  # noqa: E402
 from biofm.datasets import dataset_path  # noqa: E402
 from biofm.dna.fasta import read_fasta  # noqa: E402
 from biofm.dna.tokenizer import KmerTokenizer  # noqa: E402
@@ -195,8 +199,12 @@ def main() -> None:
     ap.add_argument("--ablation", action="store_true",
                     help="also time biofm with the full last layer (train.sparse_top=false) in the same rounds")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: tiny shape, one round of two steps")
     args = ap.parse_args()
+    if args.quick:
+        args.shape, args.rounds, args.steps, args.warmup, args.batch = "tiny", 1, 2, 1, 2
     torch.manual_seed(0)
+    peaks = [_common.gemm_peak_flops()]
     tok = KmerTokenizer(args.k)
     n = args.batch * (args.steps + args.warmup)
     rng = np.random.default_rng(0)
@@ -218,6 +226,7 @@ def main() -> None:
                                run_biofm(shape, tok, seqs, args.batch, args.steps, args.warmup)))
                 if args.ceiling and name == "fixed":
                     bare.append(run_encoder_only(shape, tok, seqs, args.batch, args.steps, args.warmup))
+                peaks.append(_common.gemm_peak_flops())
                 if args.ablation:
                     dense_top.append(run_biofm(shape, tok, seqs, args.batch, args.steps, args.warmup,
                                                sparse_top=False))
@@ -246,8 +255,14 @@ def main() -> None:
         shape = "small" if "small" in shapes else shapes[0]
         arch_rates[arch] = run_biofm(shape, tok, fixed, args.batch, args.steps, args.warmup, arch)
         print(f"[{shape}] architecture {arch:10s}: biofm {arch_rates[arch]:8,.0f} tokens/s (fixed 512)", flush=True)
-    head = results["small"] if "small" in results else results[shapes[0]]
-    summary = {"fixed_ratio": head["fixed_ratio"], "variable_ratio": head["variable_ratio"], "shapes": results,
+    head_shape = "small" if "small" in results else shapes[0]
+    head = results[head_shape]
+    peak = max(peaks)
+    mfu = _common.training_flops_per_token(make_model(head_shape, tok), BLOCK) * head["fixed_biofm_tokens_per_s"] / peak
+    print(f"[{head_shape}] biofm on fixed blocks at {mfu:.1%} of the {peak / 1e9:,.0f} GFLOP/s fp32 GEMM peak",
+          flush=True)
+    summary = {"fixed_ratio": head["fixed_ratio"], "variable_ratio": head["variable_ratio"], "mfu_cpu": mfu,
+               "gemm_peak_gflops": peak / 1e9, "mfu_shape": head_shape, "shapes": results,
                "architectures_tokens_per_s": arch_rates,
                "batch": args.batch, "block": BLOCK, "k": args.k, "steps": args.steps,
                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),

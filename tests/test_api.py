@@ -132,3 +132,13 @@ def test_default_output_folder_beside_a_run_or_named_after_a_hub_id(dna_run):
     assert Path(evaluate_config(run.path / "model", ["promoter"]).out) == run.path / "eval"
     assert evaluate_config("InstaDeepAI/nucleotide-transformer-500m-human-ref", ["promoter"]).out == \
         "eval-InstaDeepAI_nucleotide-transformer-500m-human-ref"
+
+
+def test_the_verbs_are_at_the_package_top_level():
+    import biofm
+    import biofm.pretraining  # the module of `biofm pretrain` no longer shadows the function
+
+    assert biofm.pretrain is api.pretrain and biofm.evaluate is api.evaluate and biofm.embed is api.embed
+    assert callable(biofm.dataset_path) and "pretrain" in dir(biofm)
+    with pytest.raises(AttributeError, match="no attribute 'pretrian'"):
+        biofm.pretrian  # noqa: B018

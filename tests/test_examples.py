@@ -9,7 +9,7 @@ from biofm.config import build, read_yaml
 from biofm.datasets import DATASETS, is_reference
 from biofm.eval.evaluate import EvaluateConfig
 from biofm.modality import names
-from biofm.pretrain import load_config
+from biofm.pretraining import load_config
 from biofm.sweep import SweepConfig, point_config, point_name, points
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,11 @@ def test_pretrain_examples_validate(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # example paths are relative to the repository root
     cfg = load_config(path, [])
     assert cfg.modality in names()
-    for f in getattr(cfg.data, "fasta", []) + getattr(cfg.data, "h5ad", []):
+    h5ad = getattr(cfg.data, "h5ad", None) or []
+    files = [*(getattr(cfg.data, "fasta", None) or []), *(h5ad.values() if isinstance(h5ad, dict) else h5ad)]
+    files += [getattr(cfg.data, "h5mu", None)] if getattr(cfg.data, "h5mu", None) else []
+    assert files, path  # every example names its data
+    for f in files:
         assert Path(f).exists() or (is_reference(f) and f[len("dataset:"):] in DATASETS), f
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from biofm.eval.evaluate import EvaluateConfig
-    from biofm.pretrain import PretrainBase
+    from biofm.pretraining import PretrainBase
 
 
 def overrides_from(kwargs: dict[str, Any]) -> list[str]:
@@ -70,7 +70,7 @@ class Run:
 def pretrain_config(config: str | Path | dict[str, Any] | PretrainBase, **overrides: Any) -> PretrainBase:
     """The validated pretraining config from a YAML path, a dict or a config object, with overrides."""
     from biofm import config as cfgmod
-    from biofm.pretrain import PretrainBase, build_config_for, load_config
+    from biofm.pretraining import PretrainBase, build_config_for, load_config
 
     if isinstance(config, PretrainBase):
         data = config.model_dump(mode="json")
@@ -83,7 +83,7 @@ def pretrain_config(config: str | Path | dict[str, Any] | PretrainBase, **overri
 def pretrain(config: str | Path | dict[str, Any] | PretrainBase, *, resume: bool = False, overwrite: bool = False,
              allow_changes: Sequence[str] = (), progress: bool = True, **overrides: Any) -> Run:
     """Pretrain a model (as `biofm pretrain`); returns the run (path, model, summary, verdict)."""
-    from biofm.pretrain import run
+    from biofm.pretraining import run
 
     cfg = pretrain_config(config, **overrides)
     return Run.load(run(cfg, resume=resume, overwrite=overwrite, progress=progress,

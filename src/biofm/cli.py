@@ -52,7 +52,7 @@ def pretrain(
                                             "(e.g. data, model.overrides, seed); repeatable"),
 ) -> None:
     """Pretrain a model.  Example: biofm pretrain examples/configs/dna_tiny.yaml --set train.steps=200"""
-    from biofm.pretrain import load_config, run
+    from biofm.pretraining import load_config, run
 
     cfg = load_config(config, set_)
     rerun = config.resolve() == (cfg.resolved_run_dir() / "config.yaml").resolve()
@@ -126,7 +126,8 @@ def embed(
                                "or dataset:NAME"),
     out: Path = typer.Option(..., "--out", help="output .npy ([n, layers+1, hidden]) or .parquet; for .h5ad input "
                                                 "a NEW .h5ad with obsm['X_biofm'] (mean) and obsm['X_biofm_cls']"),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    batch_size: int = typer.Option(64, "--batch-size", help="rows per batch at most (sequences: also at most "
+                                   "16,384 padded tokens)"),
     layer: int = typer.Option(-1, "--layer", help="cells: which layer goes into obsm (0 = embeddings, -1 = last)"),
     h5ad_layer: str | None = typer.Option(None, "--h5ad-layer", help="cells: the h5ad layer holding raw counts"),
     gene_column: str | None = typer.Option(None, "--gene-column", help="cells: var column with the gene ids"),
@@ -393,7 +394,7 @@ def score_variants(
 @app.command()
 def report(run: Path = typer.Argument(..., help="run folder")) -> None:
     """Rebuild a run's loss plot, verdict and report.html.  Example: biofm report runs/demo"""
-    from biofm.pretrain import finish_run
+    from biofm.pretraining import finish_run
 
     if not run.is_dir():
         raise BiofmError(f"{run}: no such run folder")

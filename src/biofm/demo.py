@@ -14,7 +14,7 @@ from typing import Any
 from biofm import config as cfgmod
 from biofm.eval.evaluate import EvaluateConfig
 from biofm.modality import get as get_modality
-from biofm.pretrain import PretrainBase, build_config_for, finish_run, run
+from biofm.pretraining import PretrainBase, build_config_for, finish_run, run
 
 
 def _settings(modality: str) -> Any:

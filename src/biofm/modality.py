@@ -27,8 +27,8 @@ GROUP = "biofm.modalities"
 class Modality:
     name: str
     description: str
-    # pretraining: the config schema (a biofm.pretrain.PretrainBase subclass) and
-    # prepare(cfg, preset, block) -> biofm.pretrain.Prepared (tokenizer, objective, data)
+    # pretraining: the config schema (a biofm.pretraining.PretrainBase subclass) and
+    # prepare(cfg, preset, block) -> biofm.pretraining.Prepared (tokenizer, objective, data)
     pretrain_schema: str
     prepare: str
     # evaluation: a module with embeddings(task, cfg, model_dir, model, tok), model_methods(task, folds, emb,

@@ -99,7 +99,7 @@ def _base_data(cfg: SweepConfig) -> dict[str, Any]:
 
 
 def point_config(cfg: SweepConfig, name: str, values: dict[str, Any]) -> Any:
-    from biofm.pretrain import build_config_for
+    from biofm.pretraining import build_config_for
 
     data = cfgmod.apply_overrides(_base_data(cfg), cfg.base_set, "base_set")
     for key, value in values.items():
@@ -110,7 +110,7 @@ def point_config(cfg: SweepConfig, name: str, values: dict[str, Any]) -> Any:
 
 def _pretrain_point(pcfg: Any, say: Any) -> Path:
     """Train the point, or resume it, or skip it when it finished with this very config."""
-    from biofm.pretrain import build_config_for, run
+    from biofm.pretraining import build_config_for, run
     from biofm.train.run_folder import config_changes
 
     run_dir = pcfg.resolved_run_dir()

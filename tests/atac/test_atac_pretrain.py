@@ -19,7 +19,7 @@ import yaml
 from biofm.cli import main as _main
 from biofm.errors import BiofmError
 from biofm.health.doctor import LEARNING, NOT_BELOW, diagnose
-from biofm.pretrain import build_config_for
+from biofm.pretraining import build_config_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

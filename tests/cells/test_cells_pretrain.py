@@ -131,7 +131,7 @@ def test_negative_binomial_nll_matches_scipy():
 
 def test_failing_configuration_is_rejected_where_incoherent(tmp_path):
     from biofm.errors import BiofmError
-    from biofm.pretrain import build_config_for
+    from biofm.pretraining import build_config_for
 
     base = {"modality": "cells", "data": {"h5ad": ["x.h5ad"]}}
     with pytest.raises(BiofmError, match="masked objective"):

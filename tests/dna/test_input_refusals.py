@@ -18,7 +18,7 @@ from biofm.dna.fasta import read_fasta
 from biofm.dna.tokenizer import KmerTokenizer
 from biofm.dna.windows import iter_windows, split_segments
 from biofm.errors import BiofmError
-from biofm.pretrain import load_config
+from biofm.pretraining import load_config
 
 # --- window_bp / stride_bp: 0 is not "the default" ------------------------------------------------
 

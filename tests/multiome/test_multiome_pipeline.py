@@ -13,7 +13,7 @@ def test_pretrain_doctor_evaluate(tmp_path: Path, h5mu_protein: Path) -> None:
 
     from biofm.eval.evaluate import EvaluateConfig, run_evaluation
     from biofm.health.doctor import diagnose, load_run
-    from biofm.pretrain import build_config_for, run
+    from biofm.pretraining import build_config_for, run
 
     cfg = build_config_for({
         "name": "mo", "run_dir": str(tmp_path / "run"), "modality": "multiome",

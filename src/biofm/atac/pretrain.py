@@ -24,7 +24,7 @@ from biofm.atac.tokenize import N_TOKEN_TYPES, SPECIAL_TOKENS, PeakVocab, aligne
 from biofm.config import Schema
 from biofm.errors import BiofmError
 from biofm.models.presets import Preset
-from biofm.pretrain import Prepared, PretrainBase, new_model
+from biofm.pretraining import Prepared, PretrainBase, new_model
 from biofm.train.loop import TrainData
 
 DESIGN_COMPONENT = {"peak_tokens": "masked_peak", "patch_cnn": "masked_patch"}

@@ -12,7 +12,7 @@ from biofm.cells.objectives import OBJECTIVES, VALUE_OBJECTIVES, CellObjective
 from biofm.config import Schema
 from biofm.errors import BiofmError
 from biofm.models.presets import Preset
-from biofm.pretrain import Prepared, PretrainBase, new_model
+from biofm.pretraining import Prepared, PretrainBase, new_model
 from biofm.train.loop import TrainData
 
 

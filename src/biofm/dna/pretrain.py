@@ -12,7 +12,7 @@ from biofm.dna.config import DnaDataConfig, KmerTokenizerConfig
 from biofm.dna.data import build_blocks
 from biofm.dna.tokenizer import KmerTokenizer
 from biofm.models.presets import Preset
-from biofm.pretrain import Prepared, PretrainBase, new_model
+from biofm.pretraining import Prepared, PretrainBase, new_model
 from biofm.train.loop import TrainData
 from biofm.train.masking import MaskSpec
 from biofm.train.objectives import MaskedLMObjective

@@ -26,6 +26,10 @@ from biofm.models.device import autocast
 from biofm.models.mlm import encoder_of, pool_layers
 from biofm.progress import progress
 
+# padded tokens per embedding batch at most: length-sorted short inputs fill `batch_size` rows, long ones
+# get fewer rows, so activations stay bounded (every layer's states are kept for pooling)
+EMBED_BATCH_TOKENS = 16384
+
 
 def weights_fingerprint(model_dir: Path) -> str:
     """Size/mtime/content stamp of a model folder's weight files and its config.json."""
@@ -110,7 +114,7 @@ def layer_embeddings_all(
     pad = tok.pad_token_id
     device = next(model.parameters()).device
     with progress(f"embedding {len(inputs):,} inputs", len(pieces), "windows") as advance:
-        for idx, ids, mask in pad_batches(pieces, order, pad, batch_size, device):
+        for idx, ids, mask in pad_batches(pieces, order, pad, batch_size, device, max_tokens=EMBED_BATCH_TOKENS):
             with autocast(device):
                 out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             pooled, first = (t.cpu().numpy() for t in pool_layers(out.hidden_states, mask, last=causal))  # [B, L+1, H]

@@ -21,7 +21,7 @@ from biofm.multiome.config import MultiomeDataConfig, MultiomeObjectivesConfig, 
 from biofm.multiome.data import Paired, RoleFeatures, fit_features, read_paired, values
 from biofm.multiome.objectives import MultiomeObjective
 from biofm.multiome.tokenize import N_TOKEN_TYPES, CellRows, MultiomeVocab, cell_rows
-from biofm.pretrain import Prepared, PretrainBase, new_model
+from biofm.pretraining import Prepared, PretrainBase, new_model
 from biofm.train.loop import TrainData
 
 

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from biofm.data.blocks import unigram_logp
 from biofm.models.presets import CAUSAL_ARCHS, Preset
-from biofm.pretrain import Prepared, PretrainBase, new_model
+from biofm.pretraining import Prepared, PretrainBase, new_model
 from biofm.text.config import TextDataConfig, TextTokenizerConfig
 from biofm.train.loop import TrainData
 from biofm.train.masking import MaskSpec

@@ -21,7 +21,7 @@ from biofm.models.published import context_length
 LONG_SEQUENCES = ("error", "truncate", "windows")
 
 
-def sequence_embeddings(model_path: str | Path, seqs: list[str], *, batch_size: int = 16,
+def sequence_embeddings(model_path: str | Path, seqs: list[str], *, batch_size: int = 64,
                         max_tokens: int | None = None, modality: str | None = None, long_sequences: str = "error",
                         source: object = "input", allow_pickle: bool = False) -> dict[str, np.ndarray]:
     """{"mean": [n, n_layers + 1, hidden], "cls" (or "last" for causal models): ...} for raw sequences or
@@ -40,7 +40,7 @@ def sequence_embeddings(model_path: str | Path, seqs: list[str], *, batch_size: 
                                 batch_size=batch_size)
 
 
-def embed(model_path: str | Path, input_path: str | Path, out: str | Path, batch_size: int = 16,
+def embed(model_path: str | Path, input_path: str | Path, out: str | Path, batch_size: int = 64,
           max_tokens: int | None = None, modality: str | None = None, pooling: str = "mean",
           long_sequences: str = "error") -> np.ndarray:
     """Write [n, layers + 1, hidden] embeddings of the input's sequences (`pooling` "mean", or "cls" /

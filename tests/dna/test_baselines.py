@@ -233,7 +233,7 @@ def test_registry_and_config(task: Task) -> None:
         "eval.yaml",
     )
     folds = cv(task)
-    assert set(BASELINES) == {"kmer_logreg", "kmer_xgboost", "cnn", "raw_token_logreg"}
+    assert set(BASELINES) == {"kmer_logreg", "kmer_xgboost", "kmer_histgb", "cnn", "raw_token_logreg"}
     for name in cfg.run:
         method = baseline_method(name, cfg)
         check_shapes(task, folds, method(task, folds, 0))

@@ -53,6 +53,13 @@ def run_demo(out: Path, overrides: list[str] | None = None, eval_overrides: list
     return run_dir
 
 
+def _cell(v: object) -> str:
+    """A table value: 3 decimals, "–" where undefined (NaN, or None as JSON writes NaN)."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def print_verdicts(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -79,7 +86,7 @@ def print_verdicts(results: dict) -> None:
                 for col in rows[0]:
                     tab.add_column(col)
                 for r in rows:
-                    tab.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()))
+                    tab.add_row(*(_cell(v) for v in r.values()))
                 console.print(tab)
         if duplicates_sentence(t):
             console.print(duplicates_sentence(t))

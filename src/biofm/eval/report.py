@@ -182,6 +182,8 @@ def verdict_table_html(results: dict[str, Any], folder: Path | None = None) -> s
 
 
 def _cell(v: Any) -> str:
+    if v is None:  # undefined (JSON writes NaN as null)
+        return "–"
     if isinstance(v, float):
         return "–" if v != v else f"{v:.3f}"
     return str(v)

@@ -13,6 +13,7 @@ from typing import Any
 
 from biofm import config as cfgmod
 from biofm.eval.evaluate import EvaluateConfig
+from biofm.eval.report import cell_text
 from biofm.modality import get as get_modality
 from biofm.pretraining import PretrainBase, build_config_for, finish_run, run
 
@@ -53,13 +54,6 @@ def run_demo(out: Path, overrides: list[str] | None = None, eval_overrides: list
     return run_dir
 
 
-def _cell(v: object) -> str:
-    """A table value: 3 decimals, "–" where undefined (NaN, or None as JSON writes NaN)."""
-    if v is None or (isinstance(v, float) and v != v):
-        return "–"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
 def print_verdicts(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -86,7 +80,7 @@ def print_verdicts(results: dict) -> None:
                 for col in rows[0]:
                     tab.add_column(col)
                 for r in rows:
-                    tab.add_row(*(_cell(v) for v in r.values()))
+                    tab.add_row(*(cell_text(v) for v in r.values()))
                 console.print(tab)
         if duplicates_sentence(t):
             console.print(duplicates_sentence(t))

@@ -181,7 +181,8 @@ def verdict_table_html(results: dict[str, Any], folder: Path | None = None) -> s
     return "".join(parts)
 
 
-def _cell(v: Any) -> str:
+def cell_text(v: Any) -> str:
+    """A table value: 3 decimals, "–" where undefined (NaN, or None as JSON writes NaN)."""
     if v is None:  # undefined (JSON writes NaN as null)
         return "–"
     if isinstance(v, float):
@@ -195,7 +196,7 @@ def rows_html(rows: list[dict[str, Any]]) -> str:
         return ""
     cols = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell_text(r.get(c)))}</td>" for c in cols) + "</tr>"
                    for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 

@@ -125,7 +125,7 @@ def umap_connectivities(idx: np.ndarray, dist: np.ndarray) -> sp.csr_matrix:
     dist = np.asarray(dist, dtype=np.float32)
     sigma, rho = _smooth_knn_dist(dist)
     excess = dist - rho[:, None]  # float32 [n, k]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # those entries are set to 1 below
         val = np.exp((-(excess / sigma[:, None])).astype(np.float64)).astype(np.float32)
     val[(excess <= 0) | (sigma[:, None] == 0)] = 1.0
     val[idx == np.arange(n)[:, None]] = 0.0

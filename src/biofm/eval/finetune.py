@@ -38,6 +38,7 @@ from biofm.eval.folds import validation_split
 from biofm.eval.metrics import HEADLINE, fold_metrics
 from biofm.eval.types import Fold, FoldPrediction, Task
 from biofm.models.device import autocast, current_device
+from biofm.models.load import quiet_transformers
 from biofm.progress import tracked
 
 # Which linear layers each architecture's adapters attach to. IA3 rescales keys/values and the
@@ -123,11 +124,12 @@ def finetune(task: Task, folds: list[Fold], seed: int, *, model_dir: Path, token
     pad = tokenizer.pad_token_id
     n_labels = task.n_classes if task.type == "classification" else 1
     torch.manual_seed(seed)  # the new classification head's initialisation: the same every run
-    base = AutoModelForSequenceClassification.from_pretrained(
-        # pad_token_id: a causal classifier finds each row's last real token by it (GPT-2 publishes none)
-        model_dir, num_labels=n_labels, use_safetensors=True, pad_token_id=tokenizer.pad_token_id,
-        problem_type="single_label_classification" if task.type == "classification" else "regression"
-    ).to(current_device())  # fine-tuning runs where the evaluation runs (`--device`)
+    with quiet_transformers():  # its "newly initialized" report is expected: the classifier head is new
+        base = AutoModelForSequenceClassification.from_pretrained(
+            # pad_token_id: a causal classifier finds each row's last real token by it (GPT-2 publishes none)
+            model_dir, num_labels=n_labels, use_safetensors=True, pad_token_id=tokenizer.pad_token_id,
+            problem_type="single_label_classification" if task.type == "classification" else "regression"
+        ).to(current_device())  # fine-tuning runs where the evaluation runs (`--device`)
     labels = torch.as_tensor(task.labels, dtype=torch.long if task.type == "classification" else torch.float32
                              ).to(base.device)
     lr = cfg.lr_ia3 if method == "ia3" else cfg.lr_lora

@@ -254,16 +254,20 @@ def is_biofm_checkpoint(config: PretrainedConfig) -> bool:
 
 
 @contextmanager
-def _quiet_transformers():
-    """No transformers warnings while loading (e.g. its multi-line LOAD REPORT): biofm reports problems itself."""
+def quiet_transformers():
+    """No transformers warnings or "Loading weights" bars while loading (e.g. its multi-line LOAD REPORT):
+    biofm reports problems itself, and from Python (a notebook) as quietly as from the CLI."""
     from transformers.utils import logging as hf_logging
 
-    before = hf_logging.get_verbosity()
+    before, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(before)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _tied_keys(model: PreTrainedModel) -> set[str]:
@@ -290,7 +294,7 @@ def _from_pretrained(auto: Any, path: Path, config: PretrainedConfig, kind: str,
                          f"biofm cannot use it here")
     weights = _weights_name(path)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             # Mis-shaped tensors are reported in the loading info (and refused below) rather than raised
             # as transformers' RuntimeError that only points at a report.
             model, info = auto.from_pretrained(path, config=config, use_safetensors=True, trust_remote_code=False,
@@ -352,7 +356,7 @@ def load_tokenizer(path: Path, modality: str | None = None, allow_pickle: bool =
             raise BiofmError(f"{path}: no tokenizer files beside the model (tokenizer.json here or in ../tokenizer, "
                              f"or a published vocab.txt / vocab.json + merges.txt)")
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tok = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
     except Exception as exc:  # the tokenizers library raises bare Exceptions for a corrupt tokenizer.json
         name = "tokenizer.json" if (tok_dir / "tokenizer.json").exists() else "tokenizer files"

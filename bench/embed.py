@@ -1,7 +1,7 @@
 """Embedding throughput: biofm's embedding pass against `transformers.pipeline("feature-extraction")`.
 
     python bench/embed.py [--n 10000] [--min-bp 30] [--max-bp 300] [--preset small] [--rounds 3]
-                          [--batch 64] [--threads N] [--quick] [--json]
+                          [--batch 64] [--threads N] [--device cpu|cuda] [--quick] [--json]
 
 One model folder (the `--preset` shape, ModernBERT over NT's 6-mer tokens, random weights seeded 0,
 saved with its tokenizer as `biofm pretrain` saves one) and `--n` DNA sequences of mixed lengths
@@ -75,19 +75,21 @@ def side_hf(work: Path, part: slice, args: argparse.Namespace) -> tuple[np.ndarr
     seqs = json.loads((work / "seqs.json").read_text())[part]
     t0 = time.perf_counter()
     pipe = pipeline("feature-extraction", model=str(work / "model"), tokenizer=str(work / "model"),
-                    device="cpu", return_tensors=True)
-    out = np.stack([t[0].mean(0).float().numpy() for t in pipe(seqs)])  # [n, H]: each [1, L, H]
+                    device=args.device, return_tensors=True)
+    out = np.stack([t[0].mean(0).float().cpu().numpy() for t in pipe(seqs)])  # [n, H]: each [1, L, H]
     seconds = time.perf_counter() - t0
     del torch
     return out, seconds
 
 
 def side_biofm(work: Path, part: slice, args: argparse.Namespace) -> tuple[np.ndarray, float]:
+    from biofm.models.device import on_device
     from biofm.use.embed import sequence_embeddings
 
     seqs = json.loads((work / "seqs.json").read_text())[part]
     t0 = time.perf_counter()
-    out = sequence_embeddings(work / "model", seqs, batch_size=args.batch)["mean"][:, -1]  # [n, H], last layer
+    with on_device(args.device):  # as `biofm embed --device`: bf16 autocast on CUDA
+        out = sequence_embeddings(work / "model", seqs, batch_size=args.batch)["mean"][:, -1]  # [n, H], last layer
     return out, time.perf_counter() - t0
 
 
@@ -100,6 +102,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds, each on its own slice")
     ap.add_argument("--batch", type=int, default=64, help="biofm's batch size (`biofm embed`'s default)")
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenMP threads for both sides (default: cores)")
+    ap.add_argument("--device", default="cpu", help="cpu (the 1e-5 identity check holds) or cuda: both sides on "
+                    "the GPU, biofm under bf16 autocast as `biofm embed --device cuda` (the difference is reported)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: few sequences, the tiny preset")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ap.add_argument("--side", choices=["hf", "biofm"], help=argparse.SUPPRESS)
@@ -124,7 +128,7 @@ def main() -> None:
         make_inputs(work, args)
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             extra = ["--work", str(work), "--part", str(a), str(b), "--batch", str(args.batch),
-                     "--threads", str(threads)]
+                     "--threads", str(threads), "--device", args.device]
             results += _common.alternate(1, {name: (lambda name=name, extra=extra: _common.run_side(
                 script, ["--side", name, *extra])) for name in ("hf", "biofm")})
             r = results[-1]
@@ -137,7 +141,7 @@ def main() -> None:
         "embed_ratio": ratio, "max_abs_diff": max(diffs), "hf_seqs_per_s": total["hf"],
         "biofm_seqs_per_s": total["biofm"], "round_ratios": ratios, "n": args.n, "min_bp": args.min_bp,
         "max_bp": args.max_bp, "preset": args.preset, "batch": args.batch, "rounds": args.rounds,
-        "threads": threads, "targets": {"embed_ratio": ">= 2", "max_abs_diff": "<= 1e-5"},
+        "threads": threads, "device": args.device, "targets": {"embed_ratio": ">= 2", "max_abs_diff": "<= 1e-5"},
     }
     print(f"embeddings ({args.n} sequences of {args.min_bp}-{args.max_bp} bp, {args.preset}): pipeline "
           f"{total['hf']:,.1f} seqs/s; biofm {total['biofm']:,.1f} seqs/s; ratio {ratio:.2f}x; "

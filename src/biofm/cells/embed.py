@@ -9,6 +9,7 @@ embedding in `obsm["X_biofm"]` (mean-pooled) and `obsm["X_biofm_cls"]`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +119,11 @@ def embed_adata(model_dir: str | Path, adata: Any, *, key_added: str = "X_biofm"
     return adata.n_obs, int(emb["mean"].shape[2]), coverage
 
 
-def embed_h5ad(model_dir: str | Path, src: str | Path, out: str | Path, *, layer: int = -1,
-               layer_name: str | None = None, gene_column: str | None = None,
-               batch_size: int = 64) -> tuple[int, int, float]:
-    """Write a copy of `src` with obsm["X_biofm"] (mean-pooled) and obsm["X_biofm_cls"] of `layer`.
-
-    Returns (cells, dimensions, fraction of the file's genes in the model's vocabulary)."""
+def embed_into_copy(src: str | Path, out: str | Path,
+                    embed: Callable[[Any, str], tuple[int, int, float]]) -> tuple[int, int, float]:
+    """Read `src` into memory, let `embed(adata, name)` add its embeddings, and write the copy to `out` (a new
+    .h5ad, atomically; the input is only read). The checks and one-line errors of every cell model's
+    `embed_h5ad` (biofm's and Geneformer's)."""
     import anndata as ad
 
     from biofm.cells.h5ad import _check_file
@@ -136,13 +136,23 @@ def embed_h5ad(model_dir: str | Path, src: str | Path, out: str | Path, *, layer
     _check_file(src)
     try:
         adata = ad.read_h5ad(src)  # a fresh in-memory copy; the file itself is only read
-    except Exception as exc:
+    except Exception as exc:  # anndata raises many kinds for a damaged file
         raise BiofmError(f"{src}: not a readable AnnData .h5ad file ({str(exc).splitlines()[0]})") from None
-    n, dim, coverage = embed_adata(model_dir, adata, layer=layer, layer_name=layer_name, gene_column=gene_column,
-                                   batch_size=batch_size, name=str(src))
+    result = embed(adata, str(src))
     with atomic_path(out) as tmp:
         adata.write_h5ad(tmp)
-    return n, dim, coverage
+    return result
+
+
+def embed_h5ad(model_dir: str | Path, src: str | Path, out: str | Path, *, layer: int = -1,
+               layer_name: str | None = None, gene_column: str | None = None,
+               batch_size: int = 64) -> tuple[int, int, float]:
+    """Write a copy of `src` with obsm["X_biofm"] (mean-pooled) and obsm["X_biofm_cls"] of `layer`.
+
+    Returns (cells, dimensions, fraction of the file's genes in the model's vocabulary)."""
+    return embed_into_copy(src, out, lambda adata, name: embed_adata(
+        model_dir, adata, layer=layer, layer_name=layer_name, gene_column=gene_column, batch_size=batch_size,
+        name=name))
 
 
 def card_usage(model_dir: str | Path) -> list[str]:

@@ -361,23 +361,6 @@ def embed_h5ad(model_dir: str | Path, src: str | Path, out: str | Path, *, layer
     if _biofm_cell_model(model_dir):
         return biofm_cells.embed_h5ad(model_dir, src, out, layer=layer, layer_name=layer_name,
                                       gene_column=gene_column, batch_size=batch_size)
-    import anndata as ad
-
-    from biofm.cells.h5ad import _check_file
-    from biofm.io.atomic import atomic_path
-
-    src, out = Path(src), Path(out)
-    if out.resolve() == src.resolve():
-        raise BiofmError(f"{out}: the output would overwrite the input; biofm never modifies its input")
-    if out.suffix != ".h5ad":
-        raise BiofmError(f"{out}: the output of a cell embedding is an .h5ad file")
-    _check_file(src)
-    try:
-        adata = ad.read_h5ad(src)
-    except Exception as exc:  # anndata raises many kinds for a damaged file
-        raise BiofmError(f"{src}: not a readable AnnData .h5ad file ({str(exc).splitlines()[0]})") from None
-    result = embed_adata(model_dir, adata, layer=layer, layer_name=layer_name, gene_column=gene_column,
-                         batch_size=batch_size, name=str(src), allow_pickle=allow_pickle)
-    with atomic_path(out) as tmp:
-        adata.write_h5ad(tmp)
-    return result
+    return biofm_cells.embed_into_copy(src, out, lambda adata, name: embed_adata(
+        model_dir, adata, layer=layer, layer_name=layer_name, gene_column=gene_column, batch_size=batch_size,
+        name=name, allow_pickle=allow_pickle))
